@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds keel (release preset) and runs the error-model example.
+# Usage, from anywhere: scripts/main-job.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-deps.sh
+
+cmake --preset release
+cmake --build --preset release -j 2 --target error_model
+
+build/release/examples/error_model
