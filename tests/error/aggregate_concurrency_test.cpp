@@ -30,8 +30,7 @@ std::vector<std::vector<keel::error>> make_inputs(code c = code::unavailable) {
   for (int t = 0; t < writers; ++t) {
     inputs[t].reserve(per_writer);
     for (int i = 0; i < per_writer; ++i)
-      inputs[t].push_back(
-        keel::make_error(c, "t" + std::to_string(t) + "-" + std::to_string(i)));
+      inputs[t].push_back(keel::make_error(c, "t" + std::to_string(t) + "-" + std::to_string(i)));
   }
   return inputs;
 }
@@ -81,20 +80,20 @@ TEST(ErrorBufferConcurrency, KeepsExactlyCapacityOfManyWriters) {
   std::size_t last_total = 0;
   bool reads_ok = true;
   auto reads = run_concurrently(
-    [&](int t) {
-      for (const auto& e : inputs[t])
-        buf.add(e);
-    },
-    [&] {
-      auto total = buf.total();
-      auto kept = buf.errors();
-      auto result = buf.result();
-      // Counts only grow, a snapshot never exceeds the capacity, and a result
-      // exists once something was added.
-      reads_ok = reads_ok && total >= last_total && kept.size() <= capacity
-                 && kept.size() <= buf.total() && (total == 0 || result);
-      last_total = total;
-    });
+      [&](int t) {
+        for (const auto& e : inputs[t])
+          buf.add(e);
+      },
+      [&] {
+        auto total = buf.total();
+        auto kept = buf.errors();
+        auto result = buf.result();
+        // Counts only grow, a snapshot never exceeds the capacity, and a result
+        // exists once something was added.
+        reads_ok = reads_ok && total >= last_total && kept.size() <= capacity
+                   && kept.size() <= buf.total() && (total == 0 || result);
+        last_total = total;
+      });
   EXPECT_TRUE(reads_ok);
   EXPECT_GT(reads, 0);
 
@@ -132,21 +131,21 @@ TEST(ErrorSummaryConcurrency, CountsAddUpExactly) {
   std::uint64_t last_total = 0;
   bool reads_ok = true;
   run_concurrently(
-    [&](int) {
-      for (int i = 0; i < per_writer; ++i)
-        summary.add(i % 4 == 0 ? batch : single);
-    },
-    [&] {
-      auto total = summary.total();
-      auto counts = summary.counts();
-      (void) summary.to_string();
-      std::uint64_t sum = 0;
-      for (const auto& [cls, n] : counts)
-        sum += n;
-      // `counts` was taken after `total`, so it can only have more.
-      reads_ok = reads_ok && total >= last_total && sum >= total;
-      last_total = total;
-    });
+      [&](int) {
+        for (int i = 0; i < per_writer; ++i)
+          summary.add(i % 4 == 0 ? batch : single);
+      },
+      [&] {
+        auto total = summary.total();
+        auto counts = summary.counts();
+        (void)summary.to_string();
+        std::uint64_t sum = 0;
+        for (const auto& [cls, n] : counts)
+          sum += n;
+        // `counts` was taken after `total`, so it can only have more.
+        reads_ok = reads_ok && total >= last_total && sum >= total;
+        last_total = total;
+      });
   EXPECT_TRUE(reads_ok);
 
   constexpr std::uint64_t batches = writers * (per_writer / 4);
@@ -165,16 +164,16 @@ TEST(ErrorSampleConcurrency, SeesEveryErrorAndKeepsCapacity) {
   std::uint64_t last_seen = 0;
   bool reads_ok = true;
   run_concurrently(
-    [&](int t) {
-      for (const auto& e : inputs[t])
-        sample.add(e);
-    },
-    [&] {
-      auto seen = sample.seen();
-      auto kept = sample.sample();
-      reads_ok = reads_ok && seen >= last_seen && kept.size() <= capacity;
-      last_seen = seen;
-    });
+      [&](int t) {
+        for (const auto& e : inputs[t])
+          sample.add(e);
+      },
+      [&] {
+        auto seen = sample.seen();
+        auto kept = sample.sample();
+        reads_ok = reads_ok && seen >= last_seen && kept.size() <= capacity;
+        last_seen = seen;
+      });
   EXPECT_TRUE(reads_ok);
 
   EXPECT_EQ(sample.seen(), std::uint64_t{writers * per_writer});

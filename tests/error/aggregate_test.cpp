@@ -165,23 +165,23 @@ TEST(ErrorBuffer, IgnoresEmptyErrors) {
 
 TEST(DefaultErrorClass, ClassifiesEveryCanonicalCode) {
   const std::vector<std::pair<code, std::string>> expected = {
-    {code::cancelled, "cancelled"},
-    {code::unknown, "internal"},
-    {code::invalid_argument, "validation"},
-    {code::deadline_exceeded, "transient"},
-    {code::not_found, "not_found"},
-    {code::already_exists, "conflict"},
-    {code::permission_denied, "auth"},
-    {code::resource_exhausted, "transient"},
-    {code::failed_precondition, "validation"},
-    {code::aborted, "transient"},
-    {code::out_of_range, "validation"},
-    {code::unimplemented, "internal"},
-    {code::internal, "internal"},
-    {code::unavailable, "transient"},
-    {code::data_loss, "internal"},
-    {code::unauthenticated, "auth"},
-    {code::panic, "panic"},
+      {code::cancelled, "cancelled"},
+      {code::unknown, "internal"},
+      {code::invalid_argument, "validation"},
+      {code::deadline_exceeded, "transient"},
+      {code::not_found, "not_found"},
+      {code::already_exists, "conflict"},
+      {code::permission_denied, "auth"},
+      {code::resource_exhausted, "transient"},
+      {code::failed_precondition, "validation"},
+      {code::aborted, "transient"},
+      {code::out_of_range, "validation"},
+      {code::unimplemented, "internal"},
+      {code::internal, "internal"},
+      {code::unavailable, "transient"},
+      {code::data_loss, "internal"},
+      {code::unauthenticated, "auth"},
+      {code::panic, "panic"},
   };
   ASSERT_EQ(expected.size(), keel::max_canonical_code) << "a canonical code lacks a class";
   for (const auto& [c, cls] : expected)
@@ -197,8 +197,8 @@ TEST(DefaultErrorClass, PrefixesApplicationCategories) {
 
 TEST(DefaultErrorClass, PrefixesCategoriesOnlyAPeerKnows) {
   auto err = keel::error_builder{"peer.billing", 7, "card_declined", code::failed_precondition}
-               .message("x")
-               .build();
+                 .message("x")
+                 .build();
   EXPECT_EQ(keel::default_error_class(err), "peer.billing.validation");
 }
 
@@ -222,8 +222,8 @@ TEST(ErrorSummary, CountsJoinsLeafByLeaf) {
   keel::error_summary summary;
   summary.add(keel::join(keel::unavailable_error("a"), keel::invalid_argument_error("b"),
                          keel::wrap(keel::deadline_exceeded_error("c"), "stage fetch")));
-  summary.add(keel::wrap(keel::join(keel::not_found_error("d"), keel::out_of_range_error("e")),
-                         "batch 2"));
+  summary.add(
+      keel::wrap(keel::join(keel::not_found_error("d"), keel::out_of_range_error("e")), "batch 2"));
   EXPECT_EQ(summary.total(), 5u);
   EXPECT_THAT(summary.counts(), UnorderedElementsAre(Pair("transient", 2u), Pair("validation", 2u),
                                                      Pair("not_found", 1u)));

@@ -80,8 +80,8 @@ protected:
 
 keel::error sample_error() {
   auto leaf = keel::with_detail(keel::unavailable_error("db down"), http_call{"/pay", 503});
-  auto wrapped = keel::with_detail(keel::wrap(leaf, "stage load"),
-                                   keel::stage_info{"load", "item-7", 2});
+  auto wrapped =
+      keel::with_detail(keel::wrap(leaf, "stage load"), keel::stage_info{"load", "item-7", 2});
   return keel::join(wrapped, keel::invalid_argument_error("bad date"));
 }
 
@@ -157,8 +157,8 @@ TEST_F(CafError, RoundTripsBuiltinDetails) {
   ASSERT_TRUE(orig_panic.has_value());
   ASSERT_FALSE(orig_panic->stack.empty());
   auto err = keel::join(
-    keel::with_detail(keel::wrap(panic, "handler"), keel::stage_info{"parse", "row-3", 1}),
-    keel::with_detail(keel::unavailable_error("db"), keel::public_message{"try later"}));
+      keel::with_detail(keel::wrap(panic, "handler"), keel::stage_info{"parse", "row-3", 1}),
+      keel::with_detail(keel::unavailable_error("db"), keel::public_message{"try later"}));
   auto copy = round_trip(err);
   EXPECT_EQ(copy, err);
   EXPECT_EQ(keel::as<keel::stage_info>(copy), (keel::stage_info{"parse", "row-3", 1}));
@@ -196,8 +196,8 @@ TEST_F(CafError, RoundTripsApplicationCategory) {
 
 TEST_F(CafError, RoundTripsForeignCategory) {
   auto err = keel::error_builder{"peer.billing", 9, "card_declined", code::failed_precondition}
-               .message("card 4242 declined")
-               .build();
+                 .message("card 4242 declined")
+                 .build();
   auto copy = round_trip(err);
   EXPECT_EQ(copy, err);
   EXPECT_EQ(copy.category(), "peer.billing");
@@ -279,24 +279,24 @@ struct sec_row {
 
 TEST_F(CafError, FromSec) {
   const std::vector<sec_row> rows = {
-    {caf::sec::request_timeout, code::deadline_exceeded},
-    {caf::sec::request_receiver_down, code::unavailable},
-    {caf::sec::cannot_connect_to_node, code::unavailable},
-    {caf::sec::no_route_to_receiving_node, code::unavailable},
-    {caf::sec::remote_linking_failed, code::unavailable},
-    {caf::sec::disconnect_during_handshake, code::unavailable},
-    {caf::sec::connection_timeout, code::unavailable},
-    {caf::sec::unexpected_message, code::invalid_argument},
-    {caf::sec::unexpected_response, code::invalid_argument},
-    {caf::sec::invalid_argument, code::invalid_argument},
-    {caf::sec::no_actor_published_at_port, code::not_found},
-    {caf::sec::redundant_connection, code::already_exists},
-    {caf::sec::incompatible_versions, code::failed_precondition},
-    {caf::sec::feature_disabled, code::unimplemented},
-    {caf::sec::malformed_basp_message, code::data_loss},
-    {caf::sec::runtime_error, code::panic},
-    {caf::sec::unknown_type, code::internal},
-    {caf::sec::unhandled_stream_error, code::unknown},
+      {caf::sec::request_timeout, code::deadline_exceeded},
+      {caf::sec::request_receiver_down, code::unavailable},
+      {caf::sec::cannot_connect_to_node, code::unavailable},
+      {caf::sec::no_route_to_receiving_node, code::unavailable},
+      {caf::sec::remote_linking_failed, code::unavailable},
+      {caf::sec::disconnect_during_handshake, code::unavailable},
+      {caf::sec::connection_timeout, code::unavailable},
+      {caf::sec::unexpected_message, code::invalid_argument},
+      {caf::sec::unexpected_response, code::invalid_argument},
+      {caf::sec::invalid_argument, code::invalid_argument},
+      {caf::sec::no_actor_published_at_port, code::not_found},
+      {caf::sec::redundant_connection, code::already_exists},
+      {caf::sec::incompatible_versions, code::failed_precondition},
+      {caf::sec::feature_disabled, code::unimplemented},
+      {caf::sec::malformed_basp_message, code::data_loss},
+      {caf::sec::runtime_error, code::panic},
+      {caf::sec::unknown_type, code::internal},
+      {caf::sec::unhandled_stream_error, code::unknown},
   };
   for (const auto& row : rows) {
     auto x = caf::make_error(row.s);
@@ -326,13 +326,13 @@ TEST_F(CafError, EverySecMapsToAnErrorThatSurvivesTheWire) {
 TEST_F(CafError, FromExitReason) {
   using caf::exit_reason;
   const std::vector<std::pair<exit_reason, code>> rows = {
-    {exit_reason::unhandled_exception, code::panic},
-    {exit_reason::unknown, code::unknown},
-    {exit_reason::out_of_workers, code::resource_exhausted},
-    {exit_reason::user_shutdown, code::cancelled},
-    {exit_reason::kill, code::cancelled},
-    {exit_reason::remote_link_unreachable, code::unavailable},
-    {exit_reason::unreachable, code::unavailable},
+      {exit_reason::unhandled_exception, code::panic},
+      {exit_reason::unknown, code::unknown},
+      {exit_reason::out_of_workers, code::resource_exhausted},
+      {exit_reason::user_shutdown, code::cancelled},
+      {exit_reason::kill, code::cancelled},
+      {exit_reason::remote_link_unreachable, code::unavailable},
+      {exit_reason::unreachable, code::unavailable},
   };
   for (const auto& [r, c] : rows) {
     auto err = keel::from_caf_error(caf::make_error(r));
@@ -456,8 +456,8 @@ TEST_F(CafError, RequestFailsWithKeelError) {
   caf::scoped_actor self{sys_};
   std::optional<keel::error> got;
   self->request(server, time_limit, 1)
-    .receive([&](int) { ADD_FAILURE() << "the request succeeded"; },
-             [&](caf::error& x) { got = keel::from_caf_error(x); });
+      .receive([&](int) { ADD_FAILURE() << "the request succeeded"; },
+               [&](caf::error& x) { got = keel::from_caf_error(x); });
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(*got, err);
   EXPECT_EQ(keel::as<keel::stage_info>(*got), (keel::stage_info{"load", "item-7", 2}));
@@ -481,16 +481,16 @@ TEST_F(CafError, TypedRequestFailsThroughPromise) {
   caf::scoped_actor self{sys_};
   keel::error got;
   self->request(server, time_limit, std::string{"k1"})
-    .receive([&](int) { ADD_FAILURE() << "the request succeeded"; },
-             [&](caf::error& x) { got = keel::from_caf_error(x); });
+      .receive([&](int) { ADD_FAILURE() << "the request succeeded"; },
+               [&](caf::error& x) { got = keel::from_caf_error(x); });
   EXPECT_THAT(got, keel::testing::FailedWith(code::not_found, HasSubstr("no key k1")));
   EXPECT_EQ(keel::as<keel::public_message>(got), keel::public_message{"unknown key"});
   self->send_exit(server, caf::exit_reason::user_shutdown);
 }
 
 TEST_F(CafError, ExitReasonCarriesKeelError) {
-  auto err = keel::with_detail(keel::internal_error("invariant broken"),
-                               keel::stage_info{"emit", "", 1});
+  auto err =
+      keel::with_detail(keel::internal_error("invariant broken"), keel::stage_info{"emit", "", 1});
   caf::scoped_actor self{sys_};
   auto quitter = [](caf::event_based_actor* a, keel::error reason) {
     return caf::behavior{[a, reason](int) { a->quit(keel::to_caf_error(reason)); }};
@@ -521,8 +521,8 @@ TEST(CafErrorNetwork, RemoteRequestFailsWithKeelError) {
     caf::scoped_actor self{client_sys};
     std::optional<keel::error> got;
     self->request(*proxy, time_limit, 1)
-      .receive([&](int) { ADD_FAILURE() << "the request succeeded"; },
-               [&](caf::error& x) { got = keel::from_caf_error(x); });
+        .receive([&](int) { ADD_FAILURE() << "the request succeeded"; },
+                 [&](caf::error& x) { got = keel::from_caf_error(x); });
     ASSERT_TRUE(got.has_value());
     EXPECT_EQ(*got, err);
     EXPECT_FALSE(got->same_node(err));

@@ -135,8 +135,8 @@ TEST(ErrorConstruction, ApplicationCategory) {
 
 TEST(ErrorConstruction, ForeignCategoryKeepsEverything) {
   auto e = keel::error_builder{"peer.payments", 42, "card_declined", code::failed_precondition}
-             .message("card 4242 declined")
-             .build();
+               .message("card 4242 declined")
+               .build();
   EXPECT_EQ(e.category(), "peer.payments");
   EXPECT_EQ(e.value(), 42);
   EXPECT_EQ(e.code_name(), "card_declined");
@@ -250,9 +250,8 @@ TEST(ErrorIs, WalksCausesAndChildrenDepthFirst) {
   auto deep = keel::not_found_error("needle");
   for (int i = 0; i < 50; ++i)
     deep = keel::wrap(deep, "level " + std::to_string(i));
-  auto e = keel::join(keel::unavailable_error("x"), keel::wrap(keel::join(keel::internal_error("y"),
-                                                                          deep),
-                                                               "outer"));
+  auto e = keel::join(keel::unavailable_error("x"),
+                      keel::wrap(keel::join(keel::internal_error("y"), deep), "outer"));
   EXPECT_TRUE(keel::is(e, code::not_found));
   EXPECT_TRUE(keel::is(e, code::internal));
   EXPECT_TRUE(keel::is(e, code::unavailable));
@@ -276,9 +275,10 @@ TEST(ErrorIs, MatchesSentinelsByIdentityAndByValue) {
 }
 
 TEST(ErrorAs, FindsFirstDetailDepthFirst) {
-  auto first = keel::with_detail(keel::invalid_argument_error("a"), keel::stage_info{"parse", "1", 1});
-  auto second = keel::with_detail(keel::invalid_argument_error("b"),
-                                  keel::stage_info{"store", "2", 3});
+  auto first =
+      keel::with_detail(keel::invalid_argument_error("a"), keel::stage_info{"parse", "1", 1});
+  auto second =
+      keel::with_detail(keel::invalid_argument_error("b"), keel::stage_info{"store", "2", 3});
   auto e = keel::wrap(keel::join(first, second), "import");
   auto info = keel::as<keel::stage_info>(e);
   ASSERT_TRUE(info);
@@ -290,8 +290,8 @@ TEST(ErrorAs, FindsFirstDetailDepthFirst) {
 }
 
 TEST(ErrorAs, UserDefinedDetail) {
-  auto e = keel::wrap(keel::with_detail(keel::unavailable_error("upstream"), http_call{"/pay", 503}),
-                      "charge");
+  auto e = keel::wrap(
+      keel::with_detail(keel::unavailable_error("upstream"), http_call{"/pay", 503}), "charge");
   auto call = keel::as<http_call>(e);
   ASSERT_TRUE(call);
   EXPECT_EQ(call->url, "/pay");
@@ -322,16 +322,17 @@ TEST(ErrorWithDetail, AddsToTopNodeOnly) {
 
 TEST(ErrorVisit, DispatchesEachNodeToFirstMatchingHandler) {
   auto e = keel::join(
-    keel::with_detail(keel::invalid_argument_error("a"), keel::stage_info{"parse", "1", 1}),
-    keel::with_detail(keel::unavailable_error("b"), http_call{"/x", 503}),
-    keel::internal_error("c"));
+      keel::with_detail(keel::invalid_argument_error("a"), keel::stage_info{"parse", "1", 1}),
+      keel::with_detail(keel::unavailable_error("b"), http_call{"/x", 503}),
+      keel::internal_error("c"));
   std::vector<std::string> seen;
   auto handled = keel::visit(
-    e, [&](const keel::stage_info& s) { seen.push_back("stage:" + s.stage); },
-    [&](const http_call& c) { seen.push_back("http:" + c.url); },
-    [&](const error& n) { seen.push_back("node:" + std::string{n.code_name()}); });
+      e, [&](const keel::stage_info& s) { seen.push_back("stage:" + s.stage); },
+      [&](const http_call& c) { seen.push_back("http:" + c.url); },
+      [&](const error& n) { seen.push_back("node:" + std::string{n.code_name()}); });
   EXPECT_EQ(handled, 4u);
-  EXPECT_THAT(seen, ElementsAre("node:invalid_argument", "stage:parse", "http:/x", "node:internal"));
+  EXPECT_THAT(seen,
+              ElementsAre("node:invalid_argument", "stage:parse", "http:/x", "node:internal"));
 }
 
 TEST(ErrorVisit, SkipsNodesNoHandlerAccepts) {
@@ -389,10 +390,10 @@ TEST(ErrorStructure, SharedSubtreesSurviveTheirParents) {
 
 TEST(ErrorStructure, EqualityIsStructural) {
   auto make = [](std::string leaf) {
-    return keel::wrap(keel::join(keel::not_found_error(std::move(leaf)),
-                                 keel::with_detail(keel::unavailable_error("b"),
-                                                   keel::stage_info{"s", "1", 2})),
-                      "top");
+    return keel::wrap(
+        keel::join(keel::not_found_error(std::move(leaf)),
+                   keel::with_detail(keel::unavailable_error("b"), keel::stage_info{"s", "1", 2})),
+        "top");
   };
   EXPECT_EQ(make("a"), make("a"));
   EXPECT_NE(make("a"), make("z"));

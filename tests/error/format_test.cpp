@@ -18,9 +18,9 @@ using ::testing::Not;
 namespace {
 
 error row_error(int i) {
-  return keel::with_detail(keel::wrap(keel::invalid_argument_error("bad date"),
-                                      "row " + std::to_string(i)),
-                           keel::stage_info{"parse", std::to_string(i), 1});
+  return keel::with_detail(
+      keel::wrap(keel::invalid_argument_error("bad date"), "row " + std::to_string(i)),
+      keel::stage_info{"parse", std::to_string(i), 1});
 }
 
 std::vector<error> rows(int n) {
@@ -110,7 +110,7 @@ TEST(ErrorFormat, UserDetailsRenderThroughTraits) {
   auto e = keel::with_detail(keel::unavailable_error("x"), keel_test::http_call{"/pay", 503});
   EXPECT_THAT(keel::format(e, {.multiline = true}), HasSubstr("· http /pay -> 503"));
   auto foreign = keel::with_detail(
-    keel::unavailable_error("x"),
-    keel::detail::make_foreign_detail("peer.thing", boost::json::object{{"k", 1}}));
+      keel::unavailable_error("x"),
+      keel::detail::make_foreign_detail("peer.thing", boost::json::object{{"k", 1}}));
   EXPECT_THAT(keel::format(foreign, {.multiline = true}), HasSubstr("· peer.thing {\"k\":1}"));
 }

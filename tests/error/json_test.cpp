@@ -22,21 +22,21 @@ namespace {
 
 error rich_error() {
   auto panic = keel::make_panic_error(std::make_exception_ptr(std::runtime_error("boom")));
-  auto foreign = keel::error_builder{"peer.payments", 42, "card_declined", code::failed_precondition}
-                   .message("declined")
-                   .detail(keel::detail::make_foreign_detail("peer.receipt",
-                                                             boost::json::object{{"id", "r-1"}}))
-                   .build();
+  auto foreign =
+      keel::error_builder{"peer.payments", 42, "card_declined", code::failed_precondition}
+          .message("declined")
+          .detail(
+              keel::detail::make_foreign_detail("peer.receipt", boost::json::object{{"id", "r-1"}}))
+          .build();
   auto app = keel::with_detail(keel::make_error(keel_test::db_errc::locked, "table orders"),
                                keel_test::http_call{"/db", 423});
-  auto join = keel::join(keel::with_detail(keel::wrap(keel::invalid_argument_error("bad date"),
-                                                      "row 3"),
-                                           keel::stage_info{"parse", "3", 2}),
-                         keel::wrap(panic, "stage price"), foreign, app);
+  auto join =
+      keel::join(keel::with_detail(keel::wrap(keel::invalid_argument_error("bad date"), "row 3"),
+                                   keel::stage_info{"parse", "3", 2}),
+                 keel::wrap(panic, "stage price"), foreign, app);
   return keel::with_detail(keel::wrap(join, code::aborted, "import"),
                            keel::public_message{"import failed"});
 }
-
 
 std::string read_failure(std::string_view text) {
   auto r = keel::error_from_json_string(text);
@@ -128,7 +128,10 @@ TEST(ErrorJson, RejectsTooDeepInput) {
 }
 
 TEST(ErrorJson, WrongTypesAndMissingFieldsNameThePath) {
-  EXPECT_EQ(read_failure("{"), "error JSON does not parse: incomplete JSON");
+  EXPECT_EQ(read_failure("{"), "error JSON does not parse at offset 1: incomplete JSON");
+  EXPECT_EQ(read_failure(R"({"category": kel})"),
+            "error JSON does not parse at offset 13: syntax error");
+  EXPECT_EQ(read_failure("null x"), "error JSON does not parse at offset 5: extra data");
   EXPECT_EQ(read_failure("[]"), "error: expected an object, got an array");
   EXPECT_EQ(read_failure(R"({"value":3})"), "error: missing field 'category'");
   EXPECT_EQ(read_failure(R"({"category":7,"value":3})"),
@@ -154,8 +157,9 @@ TEST(ErrorJson, WrongTypesAndMissingFieldsNameThePath) {
             "error.cause: expected an object, got an integer");
   EXPECT_EQ(read_failure(R"({"category":"keel","value":3,"errors":{}})"),
             "error.errors: expected an array, got an object");
-  EXPECT_EQ(read_failure(R"({"category":"keel","value":3,"errors":[{"category":"keel","value":3}]})"),
-            "error.errors: a join holds at least 2 errors, got 1");
+  EXPECT_EQ(
+      read_failure(R"({"category":"keel","value":3,"errors":[{"category":"keel","value":3}]})"),
+      "error.errors: a join holds at least 2 errors, got 1");
   EXPECT_EQ(read_failure(R"({"category":"keel","value":3,"errors":[
               {"category":"keel","value":3},
               {"category":"keel","value":3,"cause":{"category":"keel","value":"x"}}]})"),
@@ -172,7 +176,7 @@ TEST(ErrorJson, BrokenBuiltinDetailIsKeptAsJson) {
   // A peer with a newer keel may send a built-in detail this version reads
   // differently: keep it rather than lose it.
   auto e = keel::error_from_json_string(
-    R"({"category":"keel","value":3,"details":[{"type":"keel.stage","data":{"stage":1}}]})");
+      R"({"category":"keel","value":3,"details":[{"type":"keel.stage","data":{"stage":1}}]})");
   ASSERT_TRUE(e);
   EXPECT_EQ(keel::as<keel::stage_info>(*e), std::nullopt);
   EXPECT_EQ(e->details()[0]->type_name(), "keel.stage");
@@ -184,14 +188,14 @@ TEST(ErrorJson, BuiltinDetailDecodersReportProblems) {
   EXPECT_THAT(detail_traits<keel::stage_info>::from_json(boost::json::parse("[]")),
               FailedWith(code::invalid_argument, HasSubstr("keel.stage: expected an object")));
   EXPECT_THAT(detail_traits<keel::panic_info>::from_json(
-                boost::json::parse(R"({"type":"x","site":"moon"})")),
+                  boost::json::parse(R"({"type":"x","site":"moon"})")),
               FailedWith(code::invalid_argument, HasSubstr("unknown capture site 'moon'")));
-  EXPECT_THAT(detail_traits<keel::panic_info>::from_json(
-                boost::json::parse(R"({"type":"x","stack":[1]})")),
-              FailedWith(code::invalid_argument, HasSubstr("keel.panic.stack[0]")));
+  EXPECT_THAT(
+      detail_traits<keel::panic_info>::from_json(boost::json::parse(R"({"type":"x","stack":[1]})")),
+      FailedWith(code::invalid_argument, HasSubstr("keel.panic.stack[0]")));
   EXPECT_THAT(detail_traits<keel::public_message>::from_json(boost::json::parse("{}")),
               FailedWith(code::invalid_argument, HasSubstr("missing field 'text'")));
   EXPECT_THAT(detail_traits<keel::std_error_info>::from_json(
-                boost::json::parse(R"({"category":"generic"})")),
+                  boost::json::parse(R"({"category":"generic"})")),
               FailedWith(code::invalid_argument, HasSubstr("missing field 'value'")));
 }

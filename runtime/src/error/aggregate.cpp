@@ -9,7 +9,7 @@ namespace keel {
 // -- error_buffer ---------------------------------------------------------------
 
 error_buffer::error_buffer(std::size_t capacity)
-  : capacity_(capacity), slots_(std::make_unique<slot[]>(capacity)) {}
+    : capacity_(capacity), slots_(std::make_unique<slot[]>(capacity)) {}
 
 void error_buffer::add(error err) {
   if (!err)
@@ -189,7 +189,7 @@ std::uint64_t uniform_below(std::mt19937_64& rng, std::uint64_t bound) {
 } // namespace
 
 error_sample::error_sample(std::size_t capacity, std::uint64_t seed)
-  : capacity_(capacity), rng_(seed) {}
+    : capacity_(capacity), rng_(seed) {}
 
 void error_sample::add(error err) {
   if (!err)

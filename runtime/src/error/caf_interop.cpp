@@ -30,8 +30,8 @@ namespace {
 ///
 /// Category "system" (caf::sec):
 ///   request_timeout                                        -> deadline_exceeded
-///   connection_timeout(*), request_receiver_down, disconnect_during_handshake, no_route_to_receiving_node,
-///   cannot_connect_to_node, cannot_open_port, network_syscall_failed,
+///   connection_timeout(*), request_receiver_down, disconnect_during_handshake,
+///   no_route_to_receiving_node, cannot_connect_to_node, cannot_open_port, network_syscall_failed,
 ///   remote_linking_failed, socket_disconnected, socket_operation_failed,
 ///   unavailable_or_would_block, remote_lookup_failed      -> unavailable
 ///   unexpected_message, unexpected_response, unsupported_sys_key,
@@ -196,17 +196,16 @@ void add_error_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<error>("keel::error");
   // Only the non-template overload of add_error_category accepts a renderer
   // that sees the context (see /work/shared/notes/caf-0.17.md).
-  cfg.add_error_category(caf_category,
-                         [](uint8_t value, caf::atom_value, const caf::message& ctx) {
-                           std::string result = "keel: ";
-                           if (ctx.match_elements<error>())
-                             result += to_string(ctx.get_as<error>(0));
-                           else if (auto c = code_from_value(value))
-                             result += to_string(*c);
-                           else
-                             result += "code " + std::to_string(value);
-                           return result;
-                         });
+  cfg.add_error_category(caf_category, [](uint8_t value, caf::atom_value, const caf::message& ctx) {
+    std::string result = "keel: ";
+    if (ctx.match_elements<error>())
+      result += to_string(ctx.get_as<error>(0));
+    else if (auto c = code_from_value(value))
+      result += to_string(*c);
+    else
+      result += "code " + std::to_string(value);
+    return result;
+  });
 }
 
 caf::error to_caf_error(const error& err) {
@@ -233,8 +232,8 @@ error from_caf_error(const caf::error& x) {
   }
   auto [code_name, canonical] = describe(x.category(), x.code());
   return error_builder{caf::to_string(x.category()), x.code(), std::move(code_name), canonical}
-    .message(caf::to_string(x))
-    .build();
+      .message(caf::to_string(x))
+      .build();
 }
 
 } // namespace keel

@@ -11,17 +11,15 @@ namespace keel {
 namespace {
 
 constexpr std::array<std::string_view, max_canonical_code + 1> code_names = {
-  "ok",
+    "ok",
 #define KEEL_CODE_NAME(name, num) #name,
-  KEEL_CANONICAL_CODES(KEEL_CODE_NAME)
+    KEEL_CANONICAL_CODES(KEEL_CODE_NAME)
 #undef KEEL_CODE_NAME
 };
 
 class canonical_category_impl final : public error_category {
 public:
-  std::string_view name() const noexcept override {
-    return canonical_category_name;
-  }
+  std::string_view name() const noexcept override { return canonical_category_name; }
 
   std::string code_name(uint8_t value) const override {
     return std::string{to_string(static_cast<code>(value))};
@@ -34,9 +32,7 @@ public:
 
 class canonical_std_category_impl final : public std::error_category {
 public:
-  const char* name() const noexcept override {
-    return "keel";
-  }
+  const char* name() const noexcept override { return "keel"; }
 
   std::string message(int value) const override {
     if (value < 0 || value > max_canonical_code)

@@ -19,11 +19,9 @@ namespace {
 class foreign_category final : public error_category {
 public:
   foreign_category(std::string_view name, uint8_t value, std::string code_name, code canonical)
-    : name_(name), value_(value), code_name_(std::move(code_name)), canonical_(canonical) {}
+      : name_(name), value_(value), code_name_(std::move(code_name)), canonical_(canonical) {}
 
-  std::string_view name() const noexcept override {
-    return name_;
-  }
+  std::string_view name() const noexcept override { return name_; }
 
   std::string code_name(uint8_t value) const override {
     if (value == value_ && !code_name_.empty())
@@ -31,9 +29,7 @@ public:
     return "code " + std::to_string(value);
   }
 
-  code canonical(uint8_t) const noexcept override {
-    return canonical_;
-  }
+  code canonical(uint8_t) const noexcept override { return canonical_; }
 
 private:
   std::string name_;
@@ -73,45 +69,8 @@ error_node::~error_node() {
 
 // -- error ----------------------------------------------------------------------
 
-keel::code error::code() const noexcept {
-  return node_ ? node_->canonical : keel::code::ok;
-}
-
-std::string_view error::category() const noexcept {
-  return node_ ? node_->category->name() : std::string_view{};
-}
-
-uint8_t error::value() const noexcept {
-  return node_ ? node_->value : 0;
-}
-
 std::string error::code_name() const {
   return node_ ? node_->category->code_name(node_->value) : std::string{"ok"};
-}
-
-std::string_view error::message() const noexcept {
-  return node_ ? std::string_view{node_->message} : std::string_view{};
-}
-
-const error& error::cause() const noexcept {
-  static const error none;
-  return node_ ? node_->cause : none;
-}
-
-std::span<const error> error::children() const noexcept {
-  if (!node_)
-    return {};
-  return node_->children;
-}
-
-bool error::is_join() const noexcept {
-  return node_ && node_->join;
-}
-
-std::span<const std::shared_ptr<const error_detail>> error::details() const noexcept {
-  if (!node_)
-    return {};
-  return node_->details;
 }
 
 namespace {
@@ -159,7 +118,7 @@ bool operator==(const error& x, const error& y) {
 // -- error_builder --------------------------------------------------------------
 
 error_builder::error_builder(const error_category& category, uint8_t value)
-  : node_(std::make_shared<detail::error_node>()) {
+    : node_(std::make_shared<detail::error_node>()) {
   node_->category = &category;
   node_->value = value;
   node_->canonical = category.canonical(value);
@@ -167,16 +126,28 @@ error_builder::error_builder(const error_category& category, uint8_t value)
 
 error_builder::error_builder(std::string_view category, uint8_t value, std::string code_name,
                              code canonical)
-  : node_(std::make_shared<detail::error_node>()) {
+    : node_(std::make_shared<detail::error_node>()) {
   // A non-empty error must not claim "ok": that would read as success.
   if (canonical == code::ok)
     canonical = code::unknown;
-  node_->owned_category = std::make_shared<detail::foreign_category>(category, value,
-                                                                     std::move(code_name),
-                                                                     canonical);
+  node_->owned_category =
+      std::make_shared<detail::foreign_category>(category, value, std::move(code_name), canonical);
   node_->category = node_->owned_category.get();
   node_->value = value;
   node_->canonical = canonical;
+}
+
+error_builder::error_builder(const error& like) : node_(std::make_shared<detail::error_node>()) {
+  if (!like) {
+    node_->category = &canonical_category();
+    node_->value = static_cast<uint8_t>(code::unknown);
+    node_->canonical = code::unknown;
+    return;
+  }
+  node_->category = like.node_->category;
+  node_->owned_category = like.node_->owned_category;
+  node_->value = like.node_->value;
+  node_->canonical = like.node_->canonical;
 }
 
 error_builder& error_builder::message(std::string text) {
@@ -219,22 +190,10 @@ error make_error(code c, std::string message) {
   return make_error(canonical_category(), static_cast<uint8_t>(c), std::move(message));
 }
 
-namespace {
-
-/// A builder for a new node with the same code as `like`.
-error_builder builder_like(const error& like) {
-  if (like.category() == canonical_category_name)
-    return error_builder{canonical_category(), like.value()};
-  return error_builder{like.category(), like.value(), like.code_name(), like.code()};
-}
-
-} // namespace
-
 error wrap(error cause, std::string message) {
   if (!cause)
     return {};
-  auto b = builder_like(cause);
-  return b.message(std::move(message)).cause(std::move(cause)).build();
+  return error_builder{cause}.message(std::move(message)).cause(std::move(cause)).build();
 }
 
 error wrap(error cause, code c, std::string message) {
@@ -243,9 +202,9 @@ error wrap(error cause, code c, std::string message) {
   if (c == code::ok)
     return wrap(std::move(cause), std::move(message));
   return error_builder{canonical_category(), static_cast<uint8_t>(c)}
-    .message(std::move(message))
-    .cause(std::move(cause))
-    .build();
+      .message(std::move(message))
+      .cause(std::move(cause))
+      .build();
 }
 
 error join(std::vector<error> errors) {
@@ -265,8 +224,7 @@ error join(std::vector<error> errors) {
     return {};
   if (kept.size() == 1)
     return std::move(kept.front());
-  auto b = builder_like(kept.front());
-  return b.children(std::move(kept)).build();
+  return error_builder{kept.front()}.children(std::move(kept)).build();
 }
 
 error with_detail(error err, std::shared_ptr<const error_detail> d) {
@@ -347,7 +305,7 @@ std::string demangle(const char* mangled) {
 // -- expected -------------------------------------------------------------------
 
 bad_expected_access::bad_expected_access(keel::error err)
-  : err_(std::move(err)), what_("bad expected access: " + to_string(err_)) {}
+    : err_(std::move(err)), what_("bad expected access: " + to_string(err_)) {}
 
 namespace detail {
 

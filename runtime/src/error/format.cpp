@@ -72,8 +72,8 @@ std::string one_line(const error& err, const format_options& opts) {
         seq.push_back({&kids[i], {}, 0});
       }
       if (shown < kids.size())
-        seq.push_back({nullptr, (shown > 0 ? "; (" : "(") + std::to_string(kids.size() - shown)
-                                  + " more)",
+        seq.push_back({nullptr,
+                       (shown > 0 ? "; (" : "(") + std::to_string(kids.size() - shown) + " more)",
                        0});
       seq.push_back({nullptr, n.cause() ? "]: " : "]", 0});
       for (auto i = seq.size(); i > 0; --i)

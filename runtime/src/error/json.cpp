@@ -56,8 +56,8 @@ expected<int64_t> int_field(const json::object& o, std::string_view key, const s
   else
     return bad_field(path + "." + std::string{key}, range, v);
   if (x < lo || x > hi)
-    return invalid_argument_error(path + "." + std::string{key} + ": expected " + range
-                                  + ", got " + std::to_string(x));
+    return invalid_argument_error(path + "." + std::string{key} + ": expected " + range + ", got "
+                                  + std::to_string(x));
   return x;
 }
 
@@ -222,7 +222,7 @@ expected<error> error_from_json(const json::value& v, const json_read_options& o
     if (children)
       for (std::size_t i = children->size(); i > 0; --i)
         stack.push_back(
-          {&(*children)[i - 1], e.path + ".errors[" + std::to_string(i - 1) + "]", e.depth + 1});
+            {&(*children)[i - 1], e.path + ".errors[" + std::to_string(i - 1) + "]", e.depth + 1});
     if (cause)
       stack.push_back({cause, e.path + ".cause", e.depth + 1});
   }
@@ -233,12 +233,17 @@ expected<error> error_from_json(const json::value& v, const json_read_options& o
 expected<error> error_from_json_string(std::string_view text, const json_read_options& opts) {
   json::parse_options po;
   po.max_depth = opts.max_depth * 2 + 64; // a level nests an object and an array
+  json::stream_parser parser{json::storage_ptr{}, po};
   boost::system::error_code ec;
-  json::storage_ptr sp;
-  auto v = json::parse(text, ec, std::move(sp), po);
+  auto consumed = parser.write_some(text.data(), text.size(), ec);
+  if (!ec && consumed < text.size())
+    ec = json::error::extra_data;
+  if (!ec)
+    parser.finish(ec);
   if (ec)
-    return invalid_argument_error("error JSON does not parse: " + ec.message());
-  return error_from_json(v, opts);
+    return invalid_argument_error("error JSON does not parse at offset " + std::to_string(consumed)
+                                  + ": " + ec.message());
+  return error_from_json(parser.release(), opts);
 }
 
 // -- details ----------------------------------------------------------------------
@@ -249,28 +254,18 @@ namespace {
 class foreign_detail final : public error_detail {
 public:
   foreign_detail(std::string type, json::value data)
-    : type_(std::move(type)), data_(std::move(data)) {}
+      : type_(std::move(type)), data_(std::move(data)) {}
 
-  std::string_view type_name() const noexcept override {
-    return type_;
-  }
+  std::string_view type_name() const noexcept override { return type_; }
 
-  json::value to_json() const override {
-    return data_;
-  }
+  json::value to_json() const override { return data_; }
 
-  std::string to_string() const override {
-    return type_ + " " + json::serialize(data_);
-  }
+  std::string to_string() const override { return type_ + " " + json::serialize(data_); }
 
 protected:
-  const void* type_key() const noexcept override {
-    return nullptr;
-  }
+  const void* type_key() const noexcept override { return nullptr; }
 
-  const void* value_ptr() const noexcept override {
-    return nullptr;
-  }
+  const void* value_ptr() const noexcept override { return nullptr; }
 
 private:
   std::string type_;

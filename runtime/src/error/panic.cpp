@@ -53,7 +53,8 @@ std::vector<std::string> stack_trace::lines() const {
   std::vector<std::string> result;
   result.reserve(frames_.size());
   for (void* addr : frames_) {
-    boost::stacktrace::frame f{reinterpret_cast<boost::stacktrace::frame::native_frame_ptr_t>(addr)};
+    boost::stacktrace::frame f{
+        reinterpret_cast<boost::stacktrace::frame::native_frame_ptr_t>(addr)};
     auto line = f.name();
     if (line.empty()) {
       char buf[32];

@@ -141,8 +141,7 @@ std::optional<code> code_for_errc(const std::error_code& ec) {
            errc::network_reset, errc::resource_unavailable_try_again, errc::broken_pipe,
            errc::not_connected, errc::interrupted}))
     return code::unavailable;
-  if (any({errc::no_such_file_or_directory, errc::no_such_device,
-           errc::no_such_device_or_address}))
+  if (any({errc::no_such_file_or_directory, errc::no_such_device, errc::no_such_device_or_address}))
     return code::not_found;
   if (any({errc::invalid_argument, errc::filename_too_long}))
     return code::invalid_argument;
@@ -155,8 +154,8 @@ std::optional<code> code_for_errc(const std::error_code& ec) {
     return code::already_exists;
   if (any({errc::operation_canceled}))
     return code::cancelled;
-  if (any({errc::directory_not_empty, errc::read_only_file_system,
-           errc::device_or_resource_busy, errc::is_a_directory, errc::not_a_directory}))
+  if (any({errc::directory_not_empty, errc::read_only_file_system, errc::device_or_resource_busy,
+           errc::is_a_directory, errc::not_a_directory}))
     return code::failed_precondition;
   if (any({errc::not_supported, errc::function_not_supported, errc::operation_not_supported}))
     return code::unimplemented;
@@ -245,7 +244,9 @@ public_status to_public_status(const error& err) {
   auto c = err.code();
   st.http_status = http_status(c);
   st.grpc_status = grpc_status(c);
-  st.code = std::string{to_string(c)};
+  // A panic is an internal error to the outside: which exception escaped is
+  // for the logs.
+  st.code = std::string{to_string(c == code::panic ? code::internal : c)};
   if (!err)
     return st;
   if (auto pm = as<public_message>(err)) {
@@ -303,9 +304,9 @@ error from_error_code(std::error_code ec, std::string_view context) {
   }
   message += ec.message();
   return error_builder{canonical_category(), static_cast<uint8_t>(c)}
-    .message(std::move(message))
-    .detail(make_detail(std_error_info{ec.category().name(), ec.value()}))
-    .build();
+      .message(std::move(message))
+      .detail(make_detail(std_error_info{ec.category().name(), ec.value()}))
+      .build();
 }
 
 } // namespace keel

@@ -31,7 +31,8 @@ std::vector<wire_node> to_wire(const error& x) {
       w.code_name = n.code_name();
     w.value = n.value();
     w.canonical = static_cast<uint8_t>(n.code());
-    w.flags = static_cast<uint8_t>((n.cause() ? has_cause_flag : 0) | (n.is_join() ? join_flag : 0));
+    w.flags =
+        static_cast<uint8_t>((n.cause() ? has_cause_flag : 0) | (n.is_join() ? join_flag : 0));
     w.children = static_cast<uint32_t>(n.children().size());
     w.message = std::string{n.message()};
     for (const auto& d : n.details())
@@ -85,9 +86,10 @@ error from_wire(const std::vector<wire_node>& nodes) {
       auto f = std::move(stack.back());
       stack.pop_back();
       const auto& n = nodes[f.index];
-      auto b = n.category == canonical_category_name
-                 ? error_builder{canonical_category(), n.value}
-                 : error_builder{n.category, n.value, n.code_name, static_cast<code>(n.canonical)};
+      auto b =
+          n.category == canonical_category_name
+              ? error_builder{canonical_category(), n.value}
+              : error_builder{n.category, n.value, n.code_name, static_cast<code>(n.canonical)};
       b.message(n.message);
       std::size_t first_child = 0;
       if (n.flags & has_cause_flag) {

@@ -21,8 +21,8 @@ constexpr std::array<std::string_view, 2> baseline_prefixes = {"BM_raw_caf_", "B
 bool truthy(std::string_view value) {
   if (value.size() == 1) {
     const char c = value[0];
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 && c != '0' && c != 'f' && c != 'F' &&
-           c != 'n' && c != 'N';
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 && c != '0' && c != 'f' && c != 'F'
+           && c != 'n' && c != 'N';
   }
   if (value.empty())
     return true;

@@ -61,9 +61,7 @@ public:
   std::size_t overflow() const noexcept;
 
   /// The maximum number kept.
-  std::size_t capacity() const noexcept {
-    return capacity_;
-  }
+  std::size_t capacity() const noexcept { return capacity_; }
 
   /// The kept errors, in the order their `add` calls claimed their slots.
   /// Errors whose `add` is still running concurrently are not included.

@@ -20,8 +20,8 @@
 /// @endcode
 #pragma once
 
-#include <caf/fwd.hpp>
 #include <caf/error.hpp>
+#include <caf/fwd.hpp>
 
 #include "keel/error/error.hpp"
 

@@ -73,21 +73,19 @@ struct error_code_enum;
 
 /// Satisfied by enums that keel can use as error codes.
 template <class E>
-concept error_code_enum_type =
-  std::is_enum_v<E> && sizeof(std::underlying_type_t<E>) == 1 && requires(E e) {
-    { error_code_enum<E>::category } -> std::convertible_to<std::string_view>;
-    { error_code_enum<E>::name(e) } -> std::convertible_to<std::string_view>;
-    { error_code_enum<E>::canonical(e) } -> std::same_as<code>;
-  };
+concept error_code_enum_type = std::is_enum_v<E> && sizeof(std::underlying_type_t<E>) == 1
+                               && requires(E e) {
+  { error_code_enum<E>::category } -> std::convertible_to<std::string_view>;
+  { error_code_enum<E>::name(e) } -> std::convertible_to<std::string_view>;
+  { error_code_enum<E>::canonical(e) } -> std::same_as<code>;
+};
 
 namespace detail {
 
 template <class E>
 class enum_category final : public error_category {
 public:
-  std::string_view name() const noexcept override {
-    return error_code_enum<E>::category;
-  }
+  std::string_view name() const noexcept override { return error_code_enum<E>::category; }
 
   std::string code_name(uint8_t value) const override {
     return std::string{error_code_enum<E>::name(static_cast<E>(value))};

@@ -20,9 +20,10 @@
 
 namespace keel {
 
-/// Applies `X(name, value)` to every canonical code. One list serves the enum,
-/// the names, the factories (`unavailable_error(...)`) and the predicates
-/// (`is_unavailable(err)`), so they cannot drift apart.
+/// Applies `X(name, value)` to every canonical code. One list serves the
+/// names, the factories (`unavailable_error(...)`) and the predicates
+/// (`is_unavailable(err)`), and is checked against the documented enum below,
+/// so they cannot drift apart.
 #define KEEL_CANONICAL_CODES(X)                                                                    \
   X(cancelled, 1)                                                                                  \
   X(unknown, 2)                                                                                    \
@@ -89,6 +90,11 @@ enum class code : uint8_t {
   /// boundary. A supervisor decides: restart, resume, stop or escalate.
   panic = 17,
 };
+
+#define KEEL_CHECK_CODE(name, num)                                                                 \
+  static_assert(static_cast<uint8_t>(code::name) == (num), "pinned value of code::" #name);
+KEEL_CANONICAL_CODES(KEEL_CHECK_CODE)
+#undef KEEL_CHECK_CODE
 
 /// The highest canonical code value.
 inline constexpr uint8_t max_canonical_code = 17;

@@ -94,26 +94,16 @@ class detail_model final : public error_detail {
 public:
   explicit detail_model(T value) : value_(std::move(value)) {}
 
-  std::string_view type_name() const noexcept override {
-    return detail_traits<T>::name;
-  }
+  std::string_view type_name() const noexcept override { return detail_traits<T>::name; }
 
-  boost::json::value to_json() const override {
-    return detail_traits<T>::to_json(value_);
-  }
+  boost::json::value to_json() const override { return detail_traits<T>::to_json(value_); }
 
-  std::string to_string() const override {
-    return detail_traits<T>::to_string(value_);
-  }
+  std::string to_string() const override { return detail_traits<T>::to_string(value_); }
 
 protected:
-  const void* type_key() const noexcept override {
-    return &type_key_holder<T>::key;
-  }
+  const void* type_key() const noexcept override { return &type_key_holder<T>::key; }
 
-  const void* value_ptr() const noexcept override {
-    return &value_;
-  }
+  const void* value_ptr() const noexcept override { return &value_; }
 
 private:
   T value_;
@@ -167,14 +157,10 @@ public:
   static stack_trace from_lines(std::vector<std::string> lines);
 
   /// True when no frame was captured.
-  bool empty() const noexcept {
-    return frames_.empty() && lines_.empty();
-  }
+  bool empty() const noexcept { return frames_.empty() && lines_.empty(); }
 
   /// The number of frames.
-  std::size_t size() const noexcept {
-    return frames_.empty() ? lines_.size() : frames_.size();
-  }
+  std::size_t size() const noexcept { return frames_.empty() ? lines_.size() : frames_.size(); }
 
   /// One line per frame, innermost first: "function at file:line" where the
   /// debug information allows, else the address.

@@ -91,8 +91,8 @@ typename Inspector::result_type inspect(Inspector& f, wire_detail& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, wire_node& x) {
-  return f(caf::meta::type_name("keel::wire_node"), x.category, x.code_name, x.value,
-           x.canonical, x.flags, x.children, x.message, x.details);
+  return f(caf::meta::type_name("keel::wire_node"), x.category, x.code_name, x.value, x.canonical,
+           x.flags, x.children, x.message, x.details);
 }
 
 /// Pre-order flattening of an error tree; empty for an empty error.
@@ -116,14 +116,10 @@ public:
   // -- properties -------------------------------------------------------------
 
   /// True when this holds a failure.
-  explicit operator bool() const noexcept {
-    return node_ != nullptr;
-  }
+  explicit operator bool() const noexcept { return node_ != nullptr; }
 
   /// True when this holds no failure.
-  bool empty() const noexcept {
-    return node_ == nullptr;
-  }
+  bool empty() const noexcept { return node_ == nullptr; }
 
   /// The canonical code: for the canonical category the code itself, for an
   /// application category the code its category maps to. `code::ok` when empty.
@@ -154,9 +150,7 @@ public:
   std::span<const std::shared_ptr<const error_detail>> details() const noexcept;
 
   /// True when both refer to the same node (a copy of the same error).
-  bool same_node(const error& other) const noexcept {
-    return node_ == other.node_;
-  }
+  bool same_node(const error& other) const noexcept { return node_ == other.node_; }
 
   /// Structural equality: same codes, messages, details, causes and children.
   friend bool operator==(const error& x, const error& y);
@@ -184,7 +178,7 @@ private:
   friend error with_detail(error err, std::shared_ptr<const error_detail> d);
 
   explicit error(std::shared_ptr<const detail::error_node> node) noexcept
-    : node_(std::move(node)) {}
+      : node_(std::move(node)) {}
 
   std::shared_ptr<const detail::error_node> node_;
 };
@@ -213,12 +207,62 @@ struct error_node {
 
 } // namespace detail
 
+// Accessors are inline: `walk`, `is` and `as` call them for every node.
+
+namespace detail {
+
+/// What `cause()` returns for a node without cause: constant-initialized, so
+/// reading it costs no guard check.
+inline constinit const error no_error{};
+
+} // namespace detail
+
+inline keel::code error::code() const noexcept {
+  return node_ ? node_->canonical : keel::code::ok;
+}
+
+inline std::string_view error::category() const noexcept {
+  return node_ ? node_->category->name() : std::string_view{};
+}
+
+inline uint8_t error::value() const noexcept {
+  return node_ ? node_->value : 0;
+}
+
+inline std::string_view error::message() const noexcept {
+  return node_ ? std::string_view{node_->message} : std::string_view{};
+}
+
+inline const error& error::cause() const noexcept {
+  return node_ ? node_->cause : detail::no_error;
+}
+
+inline std::span<const error> error::children() const noexcept {
+  if (!node_)
+    return {};
+  return node_->children;
+}
+
+inline bool error::is_join() const noexcept {
+  return node_ && node_->join;
+}
+
+inline std::span<const std::shared_ptr<const error_detail>> error::details() const noexcept {
+  if (!node_)
+    return {};
+  return node_->details;
+}
+
 /// Builds error nodes; the only way to make a non-empty `keel::error`. Used by
 /// the factories below and by deserializers.
 class error_builder {
 public:
   /// Starts a node with `value` in `category`.
   error_builder(const error_category& category, uint8_t value);
+
+  /// Starts a node with the same category and code as `like` (non-empty);
+  /// shares its category object, so no allocation for foreign categories.
+  explicit error_builder(const error& like);
 
   /// Starts a node in a category this process does not know. A canonical
   /// `code::ok` becomes `code::unknown`: a failure must not read as success.
@@ -274,9 +318,9 @@ error wrap(error cause, E e, std::string message) {
   if (!cause)
     return {};
   return error_builder{category_of<E>(), static_cast<uint8_t>(e)}
-    .message(std::move(message))
-    .cause(std::move(cause))
-    .build();
+      .message(std::move(message))
+      .cause(std::move(cause))
+      .build();
 }
 
 /// Joins errors, like Go's `errors.Join`: empty errors are dropped, joins
@@ -287,8 +331,7 @@ error join(std::vector<error> errors);
 
 /// Variadic `join`.
 template <class... Es>
-  requires(std::is_convertible_v<Es, error> && ...)
-error join(Es&&... errors) {
+requires(std::is_convertible_v<Es, error>&&...) error join(Es&&... errors) {
   std::vector<error> xs;
   xs.reserve(sizeof...(Es));
   (xs.emplace_back(std::forward<Es>(errors)), ...);
@@ -423,7 +466,9 @@ struct handler_arg<R (C::*)(A)> {
 };
 
 template <class F>
-  requires requires { &F::operator(); }
+requires requires {
+  &F::operator();
+}
 struct handler_arg<F> : handler_arg<decltype(&F::operator())> {};
 
 template <class F>
@@ -472,7 +517,7 @@ std::size_t visit(const error& err, Handlers&&... handlers) {
 }
 
 #define KEEL_ERROR_PREDICATE(name, num)                                                            \
-  /** True when some node of `err` has code `name`. */                                            \
+  /** True when some node of `err` has code `name`. */                                             \
   inline bool is_##name(const error& err) noexcept {                                               \
     return is(err, code::name);                                                                    \
   }

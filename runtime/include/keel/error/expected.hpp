@@ -32,13 +32,9 @@ class bad_expected_access : public std::exception {
 public:
   explicit bad_expected_access(keel::error err);
 
-  const char* what() const noexcept override {
-    return what_.c_str();
-  }
+  const char* what() const noexcept override { return what_.c_str(); }
 
-  const keel::error& error() const noexcept {
-    return err_;
-  }
+  const keel::error& error() const noexcept { return err_; }
 
 private:
   keel::error err_;
@@ -68,13 +64,9 @@ public:
   /// A failure (an empty error becomes an `internal` error, as for `expected<T>`).
   expected(keel::error err) : err_(detail::nonempty_or_internal(std::move(err))) {}
 
-  bool has_value() const noexcept {
-    return !err_;
-  }
+  bool has_value() const noexcept { return !err_; }
 
-  explicit operator bool() const noexcept {
-    return has_value();
-  }
+  explicit operator bool() const noexcept { return has_value(); }
 
   /// Throws `bad_expected_access` on failure.
   void value() const {
@@ -82,17 +74,11 @@ public:
       throw bad_expected_access(err_);
   }
 
-  const keel::error& error() const& noexcept {
-    return err_;
-  }
+  const keel::error& error() const& noexcept { return err_; }
 
-  keel::error error() && noexcept {
-    return std::move(err_);
-  }
+  keel::error error() && noexcept { return std::move(err_); }
 
-  friend bool operator==(const expected& x, const expected& y) {
-    return x.err_ == y.err_;
-  }
+  friend bool operator==(const expected& x, const expected& y) { return x.err_ == y.err_; }
 
 private:
   keel::error err_;
@@ -108,37 +94,33 @@ public:
   // -- constructors -----------------------------------------------------------
 
   /// A default-constructed value.
-  expected()
-    requires std::is_default_constructible_v<T>
-    : storage_(std::in_place_index<0>) {}
+  expected() requires std::is_default_constructible_v<T> : storage_(std::in_place_index<0>) {}
 
   /// A value.
   template <class U = T>
-    requires(std::is_constructible_v<T, U &&> &&
-             !std::is_same_v<std::remove_cvref_t<U>, expected> &&
-             !std::is_same_v<std::remove_cvref_t<U>, keel::error>)
-  expected(U&& value) : storage_(std::in_place_index<0>, std::forward<U>(value)) {}
+  requires(
+      std::is_constructible_v<
+          T,
+          U&&> && !std::is_same_v<std::remove_cvref_t<U>, expected> && !std::is_same_v<std::remove_cvref_t<U>, keel::error>)
+      expected(U&& value)
+      : storage_(std::in_place_index<0>, std::forward<U>(value)) {}
 
   /// A value constructed in place from `args`; the only way to make an
   /// `expected<keel::error>` that holds an error as its value.
   template <class... Args>
   explicit expected(std::in_place_t, Args&&... args)
-    : storage_(std::in_place_index<0>, std::forward<Args>(args)...) {}
+      : storage_(std::in_place_index<0>, std::forward<Args>(args)...) {}
 
   /// A failure. An empty error becomes an `internal` error that says so, since
   /// "failed without an error" would lose the failure.
   expected(keel::error err)
-    : storage_(std::in_place_index<1>, detail::nonempty_or_internal(std::move(err))) {}
+      : storage_(std::in_place_index<1>, detail::nonempty_or_internal(std::move(err))) {}
 
   // -- properties -------------------------------------------------------------
 
-  bool has_value() const noexcept {
-    return storage_.index() == 0;
-  }
+  bool has_value() const noexcept { return storage_.index() == 0; }
 
-  explicit operator bool() const noexcept {
-    return has_value();
-  }
+  explicit operator bool() const noexcept { return has_value(); }
 
   /// The value; throws `bad_expected_access` holding the error when there is none.
   T& value() & {
@@ -156,25 +138,15 @@ public:
     return std::get<0>(std::move(storage_));
   }
 
-  T& operator*() & noexcept {
-    return *std::get_if<0>(&storage_);
-  }
+  T& operator*() & noexcept { return *std::get_if<0>(&storage_); }
 
-  const T& operator*() const& noexcept {
-    return *std::get_if<0>(&storage_);
-  }
+  const T& operator*() const& noexcept { return *std::get_if<0>(&storage_); }
 
-  T&& operator*() && noexcept {
-    return std::move(*std::get_if<0>(&storage_));
-  }
+  T&& operator*() && noexcept { return std::move(*std::get_if<0>(&storage_)); }
 
-  T* operator->() noexcept {
-    return std::get_if<0>(&storage_);
-  }
+  T* operator->() noexcept { return std::get_if<0>(&storage_); }
 
-  const T* operator->() const noexcept {
-    return std::get_if<0>(&storage_);
-  }
+  const T* operator->() const noexcept { return std::get_if<0>(&storage_); }
 
   /// The error; an empty error when there is a value.
   const keel::error& error() const& noexcept {
@@ -233,9 +205,7 @@ public:
     return std::forward<F>(f)(error());
   }
 
-  friend bool operator==(const expected& x, const expected& y) {
-    return x.storage_ == y.storage_;
-  }
+  friend bool operator==(const expected& x, const expected& y) { return x.storage_ == y.storage_; }
 
 private:
   static const keel::error& empty_error() noexcept {

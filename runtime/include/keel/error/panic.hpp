@@ -33,9 +33,7 @@ public:
   explicit traced_exception_base(stack_trace trace) : trace_(std::move(trace)) {}
   virtual ~traced_exception_base() = default;
 
-  const stack_trace& trace() const noexcept {
-    return trace_;
-  }
+  const stack_trace& trace() const noexcept { return trace_; }
 
   /// The type that was passed to `throw_with_trace`.
   virtual const std::type_info& thrown_type() const noexcept = 0;
@@ -49,18 +47,16 @@ template <class E>
 class traced_exception final : public E, public traced_exception_base {
 public:
   traced_exception(E e, stack_trace trace)
-    : E(std::move(e)), traced_exception_base(std::move(trace)) {}
+      : E(std::move(e)), traced_exception_base(std::move(trace)) {}
 
-  const std::type_info& thrown_type() const noexcept override {
-    return typeid(E);
-  }
+  const std::type_info& thrown_type() const noexcept override { return typeid(E); }
 };
 
 /// Throws `e` (as a type derived from `E`) with the current stack attached, so
 /// that `make_panic_error` reports where it was thrown.
 template <class E>
-  requires(std::is_class_v<std::decay_t<E>> && !std::is_final_v<std::decay_t<E>>)
-[[noreturn]] void throw_with_trace(E&& e) {
+requires(std::is_class_v<std::decay_t<E>> && !std::is_final_v<std::decay_t<E>>)
+    [[noreturn]] void throw_with_trace(E&& e) {
   throw traced_exception<std::decay_t<E>>(std::forward<E>(e), stack_trace::capture(1));
 }
 
@@ -88,7 +84,10 @@ auto invoke_guarded(F&& f) {
       return make_panic_error(std::current_exception());
     }
   } else {
-    using E = std::conditional_t<requires { typename R::error_type; }, R, expected<R>>;
+    using E = std::conditional_t < requires {
+      typename R::error_type;
+    }
+    , R, expected < R >> ;
     try {
       return E(std::forward<F>(f)());
     } catch (...) {

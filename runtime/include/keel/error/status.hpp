@@ -44,7 +44,7 @@ bool is_client_error(code c) noexcept;
 struct public_status {
   int http_status = 200;
   int grpc_status = 0;
-  /// The canonical code name, e.g. "not_found".
+  /// The canonical code name, e.g. "not_found" ("internal" for a panic).
   std::string code;
   /// Safe to show; see the file overview.
   std::string message;

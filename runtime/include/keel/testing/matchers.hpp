@@ -67,8 +67,9 @@ MATCHER(IsOk, negation ? "is a failure" : "is ok") {
 }
 
 /// Matches a failure with canonical or application code `c` anywhere in its tree.
-MATCHER_P(FailedWith, c, std::string(negation ? "is not" : "is") + " a failure with code " +
-                           ::testing::PrintToString(c)) {
+MATCHER_P(FailedWith, c,
+          std::string(negation ? "is not" : "is") + " a failure with code "
+              + ::testing::PrintToString(c)) {
   const keel::error& err = detail::error_of(arg);
   if (!err) {
     *result_listener << "is ok";
@@ -80,9 +81,9 @@ MATCHER_P(FailedWith, c, std::string(negation ? "is not" : "is") + " a failure w
 
 /// Matches a failure with code `c` whose one-line rendering matches `m`.
 MATCHER_P2(FailedWith, c, m,
-           std::string(negation ? "is not" : "is") + " a failure with code " +
-             ::testing::PrintToString(c) + " and a message that " +
-             ::testing::DescribeMatcher<std::string>(m)) {
+           std::string(negation ? "is not" : "is") + " a failure with code "
+               + ::testing::PrintToString(c) + " and a message that "
+               + ::testing::DescribeMatcher<std::string>(m)) {
   const keel::error& err = detail::error_of(arg);
   if (!err) {
     *result_listener << "is ok";
@@ -94,8 +95,8 @@ MATCHER_P2(FailedWith, c, m,
 }
 
 /// Matches a failure whose top node has canonical code `c`.
-MATCHER_P(TopCodeIs, c, std::string(negation ? "has not" : "has") + " top code " +
-                          ::testing::PrintToString(c)) {
+MATCHER_P(TopCodeIs, c,
+          std::string(negation ? "has not" : "has") + " top code " + ::testing::PrintToString(c)) {
   const keel::error& err = detail::error_of(arg);
   *result_listener << "is " << keel::to_string(err);
   return err.code() == c;
@@ -114,8 +115,8 @@ MATCHER_P(ErrorMessage, m,
 
 /// Matches an `expected` that holds a value matching `m`.
 MATCHER_P(IsOkAndHolds, m,
-          std::string(negation ? "does not hold" : "holds") + " a value matching " +
-            ::testing::PrintToString(m)) {
+          std::string(negation ? "does not hold" : "holds") + " a value matching "
+              + ::testing::PrintToString(m)) {
   if (!arg.has_value()) {
     *result_listener << "failed with " << keel::to_string(arg.error());
     return false;
