@@ -2,7 +2,6 @@
 
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -400,21 +399,6 @@ TEST(ErrorStructure, EqualityIsStructural) {
   EXPECT_NE(make("a"), error{});
   EXPECT_EQ(error{}, error{});
   EXPECT_NE(keel::not_found_error("x"), keel::make_error(db_errc::locked, "x"));
-}
-
-TEST(ErrorStructure, CopiesAreSafeAcrossThreads) {
-  auto e = keel::join(keel::not_found_error("a"), keel::wrap(keel::internal_error("b"), "c"));
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t)
-    threads.emplace_back([e] {
-      for (int i = 0; i < 2000; ++i) {
-        auto copy = e;
-        auto wrapped = keel::wrap(copy, "t");
-        ASSERT_TRUE(keel::is(wrapped, code::internal));
-      }
-    });
-  for (auto& t : threads)
-    t.join();
 }
 
 // -- expected -----------------------------------------------------------------------
