@@ -664,6 +664,10 @@ private:
     auto i = static_cast<size_t>(it - children_.begin());
     auto& c = *it;
     c.handle = nullptr;
+    // Disarm the kill timer of this instance (from ask_to_exit): it must not
+    // fire at the instance respawned in its place (kill_token alone stays the
+    // same across a respawn).
+    ++c.kill_token;
     if (shutting_down_) {
       if (c.state != child_state::stopped) {
         c.state = child_state::stopped;
