@@ -30,8 +30,8 @@ protected:
   };
 
   supervision_fixture()
-    : sys(cfg), self(sys, true),
-      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {
+      : sys(cfg), self(sys, true),
+        sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {
     sched.clock().current_time += std::chrono::hours(1); // time is never 0
   }
 
@@ -52,9 +52,7 @@ protected:
   }
 
   /// Runs every actor until no message is left (time does not move).
-  size_t run() {
-    return sched.run();
-  }
+  size_t run() { return sched.run(); }
 
   /// Moves the clock by `d`, fires the timeouts now due, and runs until idle.
   void advance(caf::timespan d) {

@@ -168,9 +168,7 @@ keel::child_spec checker(std::string id, caf::actor target, std::shared_ptr<prob
         ++p->handled;
       };
       if (guarded) {
-        ctx.self()->request(target, caf::infinite, x).then([g = ctx.guard(check)](int y) mutable {
-          g(y);
-        });
+        ctx.self()->request(target, caf::infinite, x).then(ctx.guard(check));
       } else {
         ctx.self()->request(target, caf::infinite, x).then([&ctx, p](int y) {
           if (y < 0)

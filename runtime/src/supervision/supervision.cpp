@@ -52,10 +52,10 @@ decider& decider::on(code c, directive d) {
 
 decider& decider::on_category(std::string name, directive d) {
   return on_if(
-    [name = std::move(name)](const error& err) {
-      return !walk(err, [&](const error& n) { return n.category() != name; });
-    },
-    d);
+      [name = std::move(name)](const error& err) {
+        return !walk(err, [&](const error& n) { return n.category() != name; });
+      },
+      d);
 }
 
 decider& decider::on_if(predicate test, directive d) {
@@ -188,8 +188,8 @@ namespace {
 
 std::string clock_text(std::chrono::system_clock::time_point t) {
   auto secs = std::chrono::system_clock::to_time_t(t);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count()
-            % 1000;
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[32];

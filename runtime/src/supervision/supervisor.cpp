@@ -7,6 +7,8 @@
 //   cell -> supervisor  (k_started, index, incarnation)
 //   supervisor -> cell  (k_restart, target incarnation, delay ns)
 //   supervisor -> cell  (k_resume) | (k_stop, error) | exit(user_shutdown)
+// Control messages travel with high priority, so that a directive overtakes the
+// user messages already queued for a stage (they are stashed, not lost).
 // A stage restarts in place: the cell drops its behavior (and the state the
 // behavior captured) and calls the factory again; its address never changes.
 // Messages arriving meanwhile go to a bounded stash and are replayed in order,
@@ -96,12 +98,9 @@ struct outcome {
 /// Collects the result of invoking a behavior.
 class result_visitor final : public caf::detail::invoke_result_visitor {
 public:
-  explicit result_visitor(outcome& out) : out_(out) {
-  }
+  explicit result_visitor(outcome& out) : out_(out) {}
 
-  void operator()() override {
-    out_.kind = outcome::delegated;
-  }
+  void operator()() override { out_.kind = outcome::delegated; }
 
   void operator()(caf::error& x) override {
     if (!x) {
@@ -127,9 +126,7 @@ public:
     out_.result = std::move(x);
   }
 
-  void operator()(const caf::none_t&) override {
-    out_.kind = outcome::value;
-  }
+  void operator()(const caf::none_t&) override { out_.kind = outcome::value; }
 
 private:
   outcome& out_;
@@ -138,19 +135,16 @@ private:
 class stage_cell final : public caf::event_based_actor, public stage_context {
 public:
   stage_cell(caf::actor_config& cfg, stage_setup setup)
-    : caf::event_based_actor(cfg), setup_(std::move(setup)),
-      incarnation_(setup_.incarnation), target_(setup_.incarnation) {
-  }
+      : caf::event_based_actor(cfg), setup_(std::move(setup)), incarnation_(setup_.incarnation),
+        target_(setup_.incarnation) {}
 
-  const char* name() const override {
-    return "keel.stage";
-  }
+  const char* name() const override { return "keel.stage"; }
 
   caf::behavior make_behavior() override {
     set_default_handler(
-      [](caf::scheduled_actor* p, caf::message_view& mv) -> caf::result<caf::message> {
-        return static_cast<stage_cell*>(p)->on_message(mv);
-      });
+        [](caf::scheduled_actor* p, caf::message_view& mv) -> caf::result<caf::message> {
+          return static_cast<stage_cell*>(p)->on_message(mv);
+        });
     // Only reached by exceptions outside keel's guards (e.g. an unguarded
     // continuation): the cell cannot go on, it exits with the panic error and
     // its supervisor handles that like a crash.
@@ -162,33 +156,25 @@ public:
     });
     start_instance();
     return {
-      [this](k_restart_atom, uint32_t target, int64_t delay_ns) { on_restart(target, delay_ns); },
-      [this](k_tick_atom, uint64_t token) {
-        if (token == timer_ && mode_ == mode::restarting)
-          restart_now();
-      },
-      [this](k_resume_atom) { on_resume(); },
-      [this](k_stop_atom, error& reason) { stop_for_good(std::move(reason)); },
+        [this](k_restart_atom, uint32_t target, int64_t delay_ns) { on_restart(target, delay_ns); },
+        [this](k_tick_atom, uint64_t token) {
+          if (token == timer_ && mode_ == mode::restarting)
+            restart_now();
+        },
+        [this](k_resume_atom) { on_resume(); },
+        [this](k_stop_atom, error& reason) { stop_for_good(std::move(reason)); },
     };
   }
 
   // -- stage_context ----------------------------------------------------------
 
-  caf::event_based_actor* self() noexcept override {
-    return this;
-  }
+  caf::event_based_actor* self() noexcept override { return this; }
 
-  const std::string& path() const noexcept override {
-    return setup_.path;
-  }
+  const std::string& path() const noexcept override { return setup_.path; }
 
-  uint32_t restarts() const noexcept override {
-    return incarnation_;
-  }
+  uint32_t restarts() const noexcept override { return incarnation_; }
 
-  uint32_t attempt() const noexcept override {
-    return attempt_;
-  }
+  uint32_t attempt() const noexcept override { return attempt_; }
 
   void fail(error err) override {
     if (mode_ != mode::running || !err)
@@ -242,7 +228,8 @@ private:
       return;
     }
     mode_ = mode::running;
-    send(setup_.supervisor, k_started_atom::value, setup_.index, incarnation_);
+    send<caf::message_priority::high>(setup_.supervisor, k_started_atom::value, setup_.index,
+                                      incarnation_);
   }
 
   void on_restart(uint32_t target, int64_t delay_ns) {
@@ -255,7 +242,8 @@ private:
     if (delay_ns <= 0)
       restart_now();
     else
-      delayed_send(this, std::chrono::nanoseconds{delay_ns}, k_tick_atom::value, timer_);
+      delayed_send<caf::message_priority::high>(this, std::chrono::nanoseconds{delay_ns},
+                                                k_tick_atom::value, timer_);
   }
 
   void restart_now() {
@@ -291,8 +279,8 @@ private:
       pending_.reset();
       give_up(*p.elem, p.last, p.attempts, event_kind::quarantined);
     }
-    send(setup_.supervisor, k_failed_atom::value, setup_.index, incarnation_, startup,
-         std::move(err));
+    send<caf::message_priority::high>(setup_.supervisor, k_failed_atom::value, setup_.index,
+                                      incarnation_, startup, std::move(err));
   }
 
   // -- messages ---------------------------------------------------------------
@@ -300,14 +288,14 @@ private:
   caf::result<caf::message> on_message(caf::message_view& mv) {
     auto* el = current_mailbox_element();
     if (mode_ != mode::running) {
-      stash(caf::make_mailbox_element(el->sender, el->mid, el->stages,
-                                      mv.move_content_to_message()));
+      stash(
+          caf::make_mailbox_element(el->sender, el->mid, el->stages, mv.move_content_to_message()));
       return caf::delegated<caf::message>{};
     }
-    auto msg = mv.move_content_to_message();
-    auto keep = msg; // shared: a handler that mutates its arguments copies
+    // The hot path runs the handler on the mailbox element's own storage; a
+    // copy is made only when the message has to be kept (failure, dead letter).
     attempt_ = 1;
-    auto out = invoke(msg);
+    auto out = invoke(mv.content());
     switch (out.kind) {
       case outcome::value:
         return std::move(out.result);
@@ -315,20 +303,21 @@ private:
         return caf::delegated<caf::message>{};
       case outcome::unhandled: {
         auto err = unhandled_error();
-        dead_letter_of(*el, keep, err, 1, event_kind::undeliverable);
+        dead_letter_of(*el, mv.copy_content_to_message(), err, 1, event_kind::undeliverable);
         return to_caf_error(err);
       }
       case outcome::failure:
         break;
     }
     pending_ = pending_message{
-      caf::make_mailbox_element(el->sender, el->mid, el->stages, std::move(keep)), 1, out.err};
+        caf::make_mailbox_element(el->sender, el->mid, el->stages, mv.copy_content_to_message()), 1,
+        out.err};
     on_failure(out.err, false);
     return caf::delegated<caf::message>{};
   }
 
   /// Runs the current instance on `msg`; exceptions become panic errors.
-  outcome invoke(caf::message& msg) {
+  outcome invoke(caf::type_erased_tuple& msg) {
     outcome out;
     result_visitor visitor{out};
     try {
@@ -360,8 +349,7 @@ private:
       }
       current_mailbox_element(el.get());
       attempt_ = attempts;
-      auto msg = el->copy_content_to_message();
-      auto out = invoke(msg);
+      auto out = invoke(el->content());
       current_mailbox_element(previous);
       switch (out.kind) {
         case outcome::value:
@@ -382,10 +370,10 @@ private:
 
   void stash(caf::mailbox_element_ptr el) {
     if (stash_.size() >= setup_.stash.capacity) {
-      auto err = resource_exhausted_error(
-        "stage " + setup_.path + ": stash full (" + std::to_string(setup_.stash.capacity)
-        + " messages) while the stage restarts; policy "
-        + std::string{to_string(setup_.stash.when_full)});
+      auto err = resource_exhausted_error("stage " + setup_.path + ": stash full ("
+                                          + std::to_string(setup_.stash.capacity)
+                                          + " messages) while the stage restarts; policy "
+                                          + std::string{to_string(setup_.stash.when_full)});
       if (setup_.stash.when_full == stash_full_policy::reject_new || stash_.empty()) {
         give_up(*el, err, 0, event_kind::stash_overflow);
         return;
@@ -478,7 +466,7 @@ class supervisor_actor final : public caf::event_based_actor {
 public:
   supervisor_actor(caf::actor_config& cfg, std::shared_ptr<const supervisor_config> conf,
                    std::string path, inherited from_parent)
-    : caf::event_based_actor(cfg), conf_(std::move(conf)), path_(std::move(path)) {
+      : caf::event_based_actor(cfg), conf_(std::move(conf)), path_(std::move(path)) {
     inh_.decide = conf_->decider.defined() ? conf_->decider : from_parent.decide;
     if (!inh_.decide.defined())
       inh_.decide = decider::standard();
@@ -496,9 +484,7 @@ public:
     }
   }
 
-  const char* name() const override {
-    return "keel.supervisor";
-  }
+  const char* name() const override { return "keel.supervisor"; }
 
   caf::behavior make_behavior() override {
     set_down_handler([](caf::scheduled_actor* p, caf::down_msg& x) {
@@ -513,22 +499,24 @@ public:
     for (size_t i = 0; i < children_.size(); ++i)
       start_child(i);
     return {
-      [this](k_failed_atom, size_t i, uint32_t incarnation, bool startup, error& err) {
-        on_child_failure(i, incarnation, startup, std::move(err));
-      },
-      [this](k_started_atom, size_t i, uint32_t incarnation) { on_child_started(i, incarnation); },
-      [this](k_respawn_atom, size_t i, uint64_t token) {
-        if (i < children_.size() && children_[i].respawn_token == token) {
-          children_[i].respawn_due = true;
-          try_respawn();
-        }
-      },
-      [this](k_kill_atom, size_t i, uint64_t token) {
-        if (i < children_.size() && children_[i].handle && children_[i].kill_token == token)
-          send_exit(children_[i].handle, caf::exit_reason::kill);
-      },
-      [this](sup_lookup_atom, std::string& path) { return lookup(path); },
-      [this](sup_tree_atom) { return tree(); },
+        [this](k_failed_atom, size_t i, uint32_t incarnation, bool startup, error& err) {
+          on_child_failure(i, incarnation, startup, std::move(err));
+        },
+        [this](k_started_atom, size_t i, uint32_t incarnation) {
+          on_child_started(i, incarnation);
+        },
+        [this](k_respawn_atom, size_t i, uint64_t token) {
+          if (i < children_.size() && children_[i].respawn_token == token) {
+            children_[i].respawn_due = true;
+            try_respawn();
+          }
+        },
+        [this](k_kill_atom, size_t i, uint64_t token) {
+          if (i < children_.size() && children_[i].handle && children_[i].kill_token == token)
+            send_exit(children_[i].handle, caf::exit_reason::kill);
+        },
+        [this](sup_lookup_atom, std::string& path) { return lookup(path); },
+        [this](sup_tree_atom) { return tree(); },
     };
   }
 
@@ -641,7 +629,7 @@ private:
       case directive::resume:
         c.state = child_state::running;
         event(event_kind::resumed, c);
-        send(c.handle, k_resume_atom::value);
+        send<caf::message_priority::high>(c.handle, k_resume_atom::value);
         break;
       case directive::restart:
         restart(i, err);
@@ -651,7 +639,7 @@ private:
         break;
       case directive::escalate:
         escalate(wrap(err, "supervisor " + path_ + ": child " + c.spec.id
-                             + " failed and the decider escalated"));
+                               + " failed and the decider escalated"));
         break;
     }
   }
@@ -726,9 +714,9 @@ private:
     while (!restart_times_.empty() && now - restart_times_.front() > in.within)
       restart_times_.pop_front();
     if (restart_times_.size() > in.max_restarts) {
-      escalate(wrap(cause, "supervisor " + path_ + ": more than "
-                             + std::to_string(in.max_restarts) + " restarts within "
-                             + std::to_string(in.within.count()) + "ms (restart intensity)"));
+      escalate(wrap(cause, "supervisor " + path_ + ": more than " + std::to_string(in.max_restarts)
+                               + " restarts within " + std::to_string(in.within.count())
+                               + "ms (restart intensity)"));
       return;
     }
     auto delay = backoff_for(children_[i], now);
@@ -753,7 +741,8 @@ private:
     c.state = child_state::restarting;
     event(event_kind::restarted, c, c.last_error, c.restarts, delay);
     if (c.spec.kind == child_spec::kind_t::stage && c.handle) {
-      send(c.handle, k_restart_atom::value, c.restarts, static_cast<int64_t>(delay.count()));
+      send<caf::message_priority::high>(c.handle, k_restart_atom::value, c.restarts,
+                                        static_cast<int64_t>(delay.count()));
       return;
     }
     // Workers, nested supervisors and dead cells: stop (if alive), spawn anew.
@@ -795,7 +784,7 @@ private:
     if (!c.handle)
       return;
     if (c.spec.kind == child_spec::kind_t::stage)
-      send(c.handle, k_stop_atom::value, why);
+      send<caf::message_priority::high>(c.handle, k_stop_atom::value, why);
     else
       ask_to_exit(i);
   }
@@ -862,14 +851,14 @@ private:
     if (it == children_.end())
       return to_caf_error(not_found_error("supervisor " + path_ + " has no child '" + head + "'"));
     if (!it->handle)
-      return to_caf_error(unavailable_error("child " + it->path + " is "
-                                            + std::string{to_string(it->state)}));
+      return to_caf_error(
+          unavailable_error("child " + it->path + " is " + std::string{to_string(it->state)}));
     if (slash == std::string::npos)
       return it->handle;
     if (it->spec.kind != child_spec::kind_t::supervisor)
-      return to_caf_error(
-        not_found_error("child " + it->path + " is not a supervisor; cannot look up '"
-                        + path.substr(slash + 1) + "' under it"));
+      return to_caf_error(not_found_error("child " + it->path
+                                          + " is not a supervisor; cannot look up '"
+                                          + path.substr(slash + 1) + "' under it"));
     auto rp = make_response_promise<caf::actor>();
     return rp.delegate(it->handle, sup_lookup_atom::value, path.substr(slash + 1));
   }
@@ -910,17 +899,17 @@ private:
         continue;
       ++g->waiting;
       request(c.handle, std::chrono::seconds(5), sup_tree_atom::value)
-        .then(
-          [g, i, rp](tree_node& sub) mutable {
-            g->root.children[i].children = std::move(sub.children);
-            if (--g->waiting == 0)
-              rp.deliver(std::move(g->root));
-          },
-          [g, i, rp](caf::error& err) mutable {
-            g->root.children[i].last_error = from_caf_error(err);
-            if (--g->waiting == 0)
-              rp.deliver(std::move(g->root));
-          });
+          .then(
+              [g, i, rp](tree_node& sub) mutable {
+                g->root.children[i].children = std::move(sub.children);
+                if (--g->waiting == 0)
+                  rp.deliver(std::move(g->root));
+              },
+              [g, i, rp](caf::error& err) mutable {
+                g->root.children[i].last_error = from_caf_error(err);
+                if (--g->waiting == 0)
+                  rp.deliver(std::move(g->root));
+              });
     }
     if (g->waiting == 0)
       rp.deliver(std::move(g->root));
@@ -970,8 +959,7 @@ struct supervision_tree::state {
 };
 
 supervision_tree::supervision_tree(caf::actor root, std::shared_ptr<state> st)
-  : root_(std::move(root)), state_(std::move(st)) {
-}
+    : root_(std::move(root)), state_(std::move(st)) {}
 
 supervision_tree supervision_tree::start(caf::actor_system& sys, supervisor_config cfg) {
   auto st = std::make_shared<state>();
@@ -1021,8 +1009,8 @@ expected<caf::actor> supervision_tree::child(std::string_view path,
   caf::scoped_actor self{root_->home_system()};
   expected<caf::actor> result = unknown_error("no reply");
   self->request(root_, timeout, sup_lookup_atom::value, std::string{path})
-    .receive([&](caf::actor& a) { result = std::move(a); },
-             [&](caf::error& err) { result = from_caf_error(err); });
+      .receive([&](caf::actor& a) { result = std::move(a); },
+               [&](caf::error& err) { result = from_caf_error(err); });
   return result;
 }
 
@@ -1030,8 +1018,8 @@ expected<tree_node> supervision_tree::tree(std::chrono::milliseconds timeout) co
   caf::scoped_actor self{root_->home_system()};
   expected<tree_node> result = unknown_error("no reply");
   self->request(root_, timeout, sup_tree_atom::value)
-    .receive([&](tree_node& t) { result = std::move(t); },
-             [&](caf::error& err) { result = from_caf_error(err); });
+      .receive([&](tree_node& t) { result = std::move(t); },
+               [&](caf::error& err) { result = from_caf_error(err); });
   return result;
 }
 

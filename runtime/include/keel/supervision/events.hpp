@@ -108,7 +108,7 @@ private:
   uint64_t next_ = 1;
   // Copy-on-write, so that callbacks run without the lock held.
   std::shared_ptr<const std::vector<std::pair<uint64_t, callback>>> subs_ =
-    std::make_shared<const std::vector<std::pair<uint64_t, callback>>>();
+      std::make_shared<const std::vector<std::pair<uint64_t, callback>>>();
 };
 
 /// An event sink that keeps every event (for tests, and for services that

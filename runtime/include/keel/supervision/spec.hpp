@@ -32,6 +32,8 @@
 
 #include <caf/actor.hpp>
 #include <caf/behavior.hpp>
+#include <caf/detail/type_list.hpp>
+#include <caf/detail/type_traits.hpp>
 #include <caf/fwd.hpp>
 #include <caf/typed_behavior.hpp>
 
@@ -128,19 +130,30 @@ public:
   virtual void fail(error err) = 0;
 
   /// Wraps a continuation so that an exception escaping it becomes a failure
-  /// of this stage (`fail(panic error)`) instead of terminating the actor.
+  /// of this stage (`fail(panic error)`) instead of terminating the actor
+  /// (which would give the stage a new address). The wrapper has the same
+  /// parameter list as `f`, so it can go straight into `.then(...)`:
+  /// @code
+  ///   ctx.self()->request(db, 1s, query).then(ctx.guard([](const row& r) { use(r); }));
+  /// @endcode
   template <class F>
   auto guard(F f) {
-    return [this, f = std::move(f)](auto&&... xs) mutable {
+    using args = typename caf::detail::get_callable_trait<F>::arg_types;
+    return guard_with(std::move(f), args{});
+  }
+
+private:
+  template <class F, class... Ts>
+  auto guard_with(F f, caf::detail::type_list<Ts...>) {
+    return [this, f = std::move(f)](Ts... xs) mutable {
       try {
-        f(std::forward<decltype(xs)>(xs)...);
+        f(std::forward<Ts>(xs)...);
       } catch (...) {
         report_exception(std::current_exception());
       }
     };
   }
 
-private:
   void report_exception(std::exception_ptr ep);
 };
 
@@ -174,16 +187,46 @@ struct child_spec {
   /// Stages: the stash used while restarting.
   stash_policy stash;
 
-  child_spec& with_restart(restart_type x) & { restart = x; return *this; }
-  child_spec&& with_restart(restart_type x) && { restart = x; return std::move(*this); }
-  child_spec& with_shutdown_timeout(std::chrono::milliseconds x) & { shutdown_timeout = x; return *this; }
-  child_spec&& with_shutdown_timeout(std::chrono::milliseconds x) && { shutdown_timeout = x; return std::move(*this); }
-  child_spec& with_decider(keel::decider x) & { decider = std::move(x); return *this; }
-  child_spec&& with_decider(keel::decider x) && { decider = std::move(x); return std::move(*this); }
-  child_spec& with_max_attempts(uint32_t x) & { max_attempts = x; return *this; }
-  child_spec&& with_max_attempts(uint32_t x) && { max_attempts = x; return std::move(*this); }
-  child_spec& with_stash(stash_policy x) & { stash = x; return *this; }
-  child_spec&& with_stash(stash_policy x) && { stash = x; return std::move(*this); }
+  child_spec& with_restart(restart_type x) & {
+    restart = x;
+    return *this;
+  }
+  child_spec&& with_restart(restart_type x) && {
+    restart = x;
+    return std::move(*this);
+  }
+  child_spec& with_shutdown_timeout(std::chrono::milliseconds x) & {
+    shutdown_timeout = x;
+    return *this;
+  }
+  child_spec&& with_shutdown_timeout(std::chrono::milliseconds x) && {
+    shutdown_timeout = x;
+    return std::move(*this);
+  }
+  child_spec& with_decider(keel::decider x) & {
+    decider = std::move(x);
+    return *this;
+  }
+  child_spec&& with_decider(keel::decider x) && {
+    decider = std::move(x);
+    return std::move(*this);
+  }
+  child_spec& with_max_attempts(uint32_t x) & {
+    max_attempts = x;
+    return *this;
+  }
+  child_spec&& with_max_attempts(uint32_t x) && {
+    max_attempts = x;
+    return std::move(*this);
+  }
+  child_spec& with_stash(stash_policy x) & {
+    stash = x;
+    return *this;
+  }
+  child_spec&& with_stash(stash_policy x) && {
+    stash = x;
+    return std::move(*this);
+  }
 };
 
 /// A stage whose behavior comes from `f`.

@@ -103,9 +103,8 @@ public:
 
   /// The current address of the child at `path` ("parse", "ingest/parse"), or
   /// an error naming the missing segment.
-  expected<caf::actor>
-  child(std::string_view path,
-        std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
+  expected<caf::actor> child(std::string_view path,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
 
   /// Same, as the typed handle `Handle`.
   template <class Handle>
