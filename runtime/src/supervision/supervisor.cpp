@@ -298,6 +298,8 @@ private:
     auto out = invoke(mv.content());
     switch (out.kind) {
       case outcome::value:
+        if (!el->mid.is_request())
+          return caf::delegated<caf::message>{}; // nobody waits: skip CAF's reply path
         return std::move(out.result);
       case outcome::delegated:
         return caf::delegated<caf::message>{};
