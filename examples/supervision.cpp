@@ -12,8 +12,8 @@
 // on its retry. At the end the example prints the events, the tree and the
 // dead letters, and checks what it promised (exit code 1 when not).
 
-#include "keel/error.hpp"
 #include "keel/supervision.hpp"
+#include "keel/error.hpp"
 
 #include <caf/all.hpp>
 
@@ -100,19 +100,19 @@ int main() {
   keel::error poison_error;
   for (const auto& row : rows) {
     self->request(parser, 5s, row)
-      .receive(
-        [&](int qty) {
-          self->request(storer, 5s, qty).receive([&](int total) { stored = total; },
-                                                 [&](caf::error&) { ++rejected; });
-          std::cout << "  " << row << " -> stored " << qty << "\n";
-        },
-        [&](caf::error& err) {
-          ++rejected;
-          auto e = keel::from_caf_error(err);
-          if (row == "poison-row")
-            poison_error = e;
-          std::cout << "  " << row << " -> rejected: " << keel::to_string(e) << "\n";
-        });
+        .receive(
+            [&](int qty) {
+              self->request(storer, 5s, qty)
+                  .receive([&](int total) { stored = total; }, [&](caf::error&) { ++rejected; });
+              std::cout << "  " << row << " -> stored " << qty << "\n";
+            },
+            [&](caf::error& err) {
+              ++rejected;
+              auto e = keel::from_caf_error(err);
+              if (row == "poison-row")
+                poison_error = e;
+              std::cout << "  " << row << " -> rejected: " << keel::to_string(e) << "\n";
+            });
   }
 
   auto snapshot = tree.tree().value();
@@ -139,14 +139,15 @@ int main() {
   check(keel::is(poison_error, keel::code::panic), "the poison row's requester got its panic");
   check(letters->size() == 1, "one dead letter: the poison row");
   check(letters->size() == 1 && letters->entries().front().attempts == 3
-          && letters->entries().front().stage == "orders/ingest/parse",
+            && letters->entries().front().stage == "orders/ingest/parse",
         "it names its stage and its 3 attempts");
   check(parse_node.restarts == 4, "parse restarted 4 times: flaky once, poison 3 times");
   check(parse_node.address == parser, "parse kept its address through every restart");
   check(store_node.restarts == parse_node.restarts,
         "rest_for_one: store restarted with parse (its state starts over)");
   check(rejected == 1, "only the poison row was rejected; the flaky row passed on its retry");
-  check(stored > 0, "rows behind the poison row were stored (running total " + std::to_string(stored) + ")");
+  check(stored > 0,
+        "rows behind the poison row were stored (running total " + std::to_string(stored) + ")");
   check(!why, "the tree shut down cleanly");
   std::cout << (failures == 0 ? "all checks passed\n" : "some checks FAILED\n");
   return failures == 0 ? 0 : 1;
