@@ -121,6 +121,20 @@ struct reply_log {
 /// which are killed when the test ends.
 class supervision_test : public supervision_fixture {
 protected:
+  /// A root config named "root" reporting to `rec` and `dead`.
+  keel::supervisor_config root_config(keel::restart_intensity intensity = {}) {
+    keel::supervisor_config sc;
+    sc.name = "root";
+    sc.events = rec;
+    sc.dead_letters = dead;
+    sc.intensity = intensity;
+    return sc;
+  }
+
+  std::shared_ptr<keel::event_recorder> rec = std::make_shared<keel::event_recorder>();
+  std::shared_ptr<keel::memory_dead_letter_sink> dead =
+      std::make_shared<keel::memory_dead_letter_sink>();
+
   ~supervision_test() override {
     for (auto& a : roots)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);

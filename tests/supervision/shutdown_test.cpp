@@ -15,14 +15,6 @@ namespace {
 
 class TreeTest : public supervision_test {
 protected:
-  keel::supervisor_config root_config() {
-    keel::supervisor_config sc;
-    sc.name = "root";
-    sc.events = rec;
-    sc.dead_letters = dead;
-    return sc;
-  }
-
   /// A worker child noting its exit as `id` in `order`.
   keel::child_spec worker(const std::string& id, bool trap_exit = false) {
     auto log = std::make_shared<worker_log>();
@@ -41,9 +33,6 @@ protected:
     });
   }
 
-  std::shared_ptr<keel::event_recorder> rec = std::make_shared<keel::event_recorder>();
-  std::shared_ptr<keel::memory_dead_letter_sink> dead =
-      std::make_shared<keel::memory_dead_letter_sink>();
   std::shared_ptr<std::vector<std::string>> order = std::make_shared<std::vector<std::string>>();
   std::map<std::string, std::shared_ptr<worker_log>> logs;
 };

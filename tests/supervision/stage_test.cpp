@@ -15,14 +15,7 @@ namespace {
 
 class StageTest : public supervision_test {
 protected:
-  keel::supervisor_config root_config() {
-    keel::supervisor_config sc;
-    sc.name = "root";
-    sc.events = rec;
-    sc.dead_letters = dead;
-    sc.intensity = {100, 1min};
-    return sc;
-  }
+  keel::supervisor_config root_config() { return supervision_test::root_config({100, 1min}); }
 
   /// The delays of the `restarted` events about `child`, in order.
   std::vector<std::chrono::nanoseconds> delays_of(std::string_view child) {
@@ -31,10 +24,6 @@ protected:
       out.push_back(e.delay);
     return out;
   }
-
-  std::shared_ptr<keel::event_recorder> rec = std::make_shared<keel::event_recorder>();
-  std::shared_ptr<keel::memory_dead_letter_sink> dead =
-      std::make_shared<keel::memory_dead_letter_sink>();
 };
 
 // -- retries, quarantine, dead letters ------------------------------------------

@@ -30,19 +30,7 @@ namespace {
 
 class SupervisorTest : public supervision_test {
 protected:
-  /// A root config named "root" reporting to `rec` and `dead`.
-  keel::supervisor_config root_config() {
-    keel::supervisor_config sc;
-    sc.name = "root";
-    sc.events = rec;
-    sc.dead_letters = dead;
-    sc.intensity = {10, 1s};
-    return sc;
-  }
-
-  std::shared_ptr<keel::event_recorder> rec = std::make_shared<keel::event_recorder>();
-  std::shared_ptr<keel::memory_dead_letter_sink> dead =
-      std::make_shared<keel::memory_dead_letter_sink>();
+  keel::supervisor_config root_config() { return supervision_test::root_config({10, 1s}); }
 };
 
 TEST_F(SupervisorTest, StageAnswersThroughItsStableAddress) {
