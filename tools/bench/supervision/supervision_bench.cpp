@@ -175,45 +175,56 @@ void shutdown_tree(benchmark::State& state, keel::supervision_tree& tree) {
     state.SkipWithError(("supervision tree failed: " + keel::to_string(why)).c_str());
 }
 
-// -- restart latency ------------------------------------------------------------
-
-void BM_keel_restart_latency(benchmark::State& state) {
+/// Runs `body(sys, stage)` against the stage "s" made by `factory` (see
+/// `start_tree`) in a fresh actor system, then shuts the tree down.
+template <class Body>
+void with_keel_stage(benchmark::State& state, keel::stage_factory factory,
+                     std::shared_ptr<keel::dead_letter_sink> sink, Body body) {
   bench_config cfg;
   caf::actor_system sys{cfg};
-  auto sink = std::make_shared<counting_dead_letter_sink>();
-  auto tree = start_tree(
-      sys, [](keel::stage_context& ctx) { return restartable_behavior(ctx.restarts()); }, sink);
+  auto tree = start_tree(sys, std::move(factory), std::move(sink));
   auto stage = tree.child("s");
   if (!stage) {
     state.SkipWithError(("no stage: " + keel::to_string(stage.error())).c_str());
     return;
   }
-  caf::scoped_actor self{sys};
-  std::vector<double> samples_us;
-  samples_us.reserve(1 << 16);
-  uint32_t expected = 0;
-  for (auto _ : state) {
-    auto t0 = std::chrono::steady_clock::now();
-    self->send(*stage, fail_atom::value);
-    uint32_t incarnation = 0;
-    std::string failure;
-    self->request(*stage, wait_limit, ping_atom::value)
-        .receive([&](uint32_t x) { incarnation = x; },
-                 [&](caf::error& err) { failure = describe(err); });
-    auto t1 = std::chrono::steady_clock::now();
-    ++expected;
-    if (!failure.empty() || incarnation != expected) {
-      state.SkipWithError(failure.empty() ? "ping not answered by the replacement instance"
-                                          : failure.c_str());
-      break;
-    }
-    std::chrono::duration<double> elapsed = t1 - t0;
-    state.SetIterationTime(elapsed.count());
-    samples_us.push_back(elapsed.count() * 1e6);
-  }
-  report_latencies(state, samples_us);
-  state.counters["quarantined"] = benchmark::Counter(static_cast<double>(sink->count()));
+  body(sys, *stage);
   shutdown_tree(state, tree);
+}
+
+// -- restart latency ------------------------------------------------------------
+
+void BM_keel_restart_latency(benchmark::State& state) {
+  auto sink = std::make_shared<counting_dead_letter_sink>();
+  with_keel_stage(
+      state, [](keel::stage_context& ctx) { return restartable_behavior(ctx.restarts()); }, sink,
+      [&](caf::actor_system& sys, const caf::actor& stage) {
+        caf::scoped_actor self{sys};
+        std::vector<double> samples_us;
+        samples_us.reserve(1 << 16);
+        uint32_t expected = 0;
+        for (auto _ : state) {
+          auto t0 = std::chrono::steady_clock::now();
+          self->send(stage, fail_atom::value);
+          uint32_t incarnation = 0;
+          std::string failure;
+          self->request(stage, wait_limit, ping_atom::value)
+              .receive([&](uint32_t x) { incarnation = x; },
+                       [&](caf::error& err) { failure = describe(err); });
+          auto t1 = std::chrono::steady_clock::now();
+          ++expected;
+          if (!failure.empty() || incarnation != expected) {
+            state.SkipWithError(failure.empty() ? "ping not answered by the replacement instance"
+                                                : failure.c_str());
+            break;
+          }
+          std::chrono::duration<double> elapsed = t1 - t0;
+          state.SetIterationTime(elapsed.count());
+          samples_us.push_back(elapsed.count() * 1e6);
+        }
+        report_latencies(state, samples_us);
+        state.counters["quarantined"] = benchmark::Counter(static_cast<double>(sink->count()));
+      });
 }
 BENCHMARK(BM_keel_restart_latency)->UseManualTime();
 
@@ -325,19 +336,13 @@ caf::behavior keel_restart_driver(caf::stateful_actor<keel_restart_driver_state>
 }
 
 void BM_keel_restart_latency_in_actor(benchmark::State& state) {
-  bench_config cfg;
-  caf::actor_system sys{cfg};
   auto sink = std::make_shared<counting_dead_letter_sink>();
-  auto tree = start_tree(
-      sys, [](keel::stage_context& ctx) { return restartable_behavior(ctx.restarts()); }, sink);
-  auto stage = tree.child("s");
-  if (!stage) {
-    state.SkipWithError(("no stage: " + keel::to_string(stage.error())).c_str());
-    return;
-  }
-  run_driven_latency(state, sys, sys.spawn(keel_restart_driver, *stage));
-  state.counters["quarantined"] = benchmark::Counter(static_cast<double>(sink->count()));
-  shutdown_tree(state, tree);
+  with_keel_stage(
+      state, [](keel::stage_context& ctx) { return restartable_behavior(ctx.restarts()); }, sink,
+      [&](caf::actor_system& sys, const caf::actor& stage) {
+        run_driven_latency(state, sys, sys.spawn(keel_restart_driver, stage));
+        state.counters["quarantined"] = benchmark::Counter(static_cast<double>(sink->count()));
+      });
 }
 BENCHMARK(BM_keel_restart_latency_in_actor)->UseManualTime();
 
@@ -407,18 +412,10 @@ void run_throughput(benchmark::State& state, caf::actor_system& sys, const caf::
 }
 
 void BM_keel_supervised_throughput(benchmark::State& state) {
-  bench_config cfg;
-  caf::actor_system sys{cfg};
-  auto tree = start_tree(
-      sys, [](keel::stage_context&) { return counter_behavior(); },
-      std::make_shared<counting_dead_letter_sink>());
-  auto stage = tree.child("s");
-  if (!stage) {
-    state.SkipWithError(("no stage: " + keel::to_string(stage.error())).c_str());
-    return;
-  }
-  run_throughput(state, sys, *stage);
-  shutdown_tree(state, tree);
+  with_keel_stage(
+      state, [](keel::stage_context&) { return counter_behavior(); },
+      std::make_shared<counting_dead_letter_sink>(),
+      [&](caf::actor_system& sys, const caf::actor& stage) { run_throughput(state, sys, stage); });
 }
 BENCHMARK(BM_keel_supervised_throughput)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -451,18 +448,10 @@ void run_roundtrips(benchmark::State& state, caf::actor_system& sys, const caf::
 }
 
 void BM_keel_request_roundtrip(benchmark::State& state) {
-  bench_config cfg;
-  caf::actor_system sys{cfg};
-  auto tree = start_tree(
-      sys, [](keel::stage_context& ctx) { return restartable_behavior(ctx.restarts()); },
-      std::make_shared<counting_dead_letter_sink>());
-  auto stage = tree.child("s");
-  if (!stage) {
-    state.SkipWithError(("no stage: " + keel::to_string(stage.error())).c_str());
-    return;
-  }
-  run_roundtrips(state, sys, *stage);
-  shutdown_tree(state, tree);
+  with_keel_stage(
+      state, [](keel::stage_context& ctx) { return restartable_behavior(ctx.restarts()); },
+      std::make_shared<counting_dead_letter_sink>(),
+      [&](caf::actor_system& sys, const caf::actor& stage) { run_roundtrips(state, sys, stage); });
 }
 BENCHMARK(BM_keel_request_roundtrip)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -527,18 +516,12 @@ void run_driven_roundtrips(benchmark::State& state, caf::actor_system& sys,
 }
 
 void BM_keel_request_roundtrip_in_actor(benchmark::State& state) {
-  bench_config cfg;
-  caf::actor_system sys{cfg};
-  auto tree = start_tree(
-      sys, [](keel::stage_context& ctx) { return restartable_behavior(ctx.restarts()); },
-      std::make_shared<counting_dead_letter_sink>());
-  auto stage = tree.child("s");
-  if (!stage) {
-    state.SkipWithError(("no stage: " + keel::to_string(stage.error())).c_str());
-    return;
-  }
-  run_driven_roundtrips(state, sys, *stage);
-  shutdown_tree(state, tree);
+  with_keel_stage(
+      state, [](keel::stage_context& ctx) { return restartable_behavior(ctx.restarts()); },
+      std::make_shared<counting_dead_letter_sink>(),
+      [&](caf::actor_system& sys, const caf::actor& stage) {
+        run_driven_roundtrips(state, sys, stage);
+      });
 }
 BENCHMARK(BM_keel_request_roundtrip_in_actor)->UseRealTime()->Unit(benchmark::kMillisecond);
 
