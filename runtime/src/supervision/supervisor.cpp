@@ -954,7 +954,8 @@ caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg) {
 struct supervision_tree::state {
   mutable std::mutex mtx;
   mutable std::condition_variable cv;
-  bool done = false;
+  bool exited = false; // the root has exited; callbacks may still be running
+  bool done = false;   // ... and they have run
   error reason;
   std::vector<std::function<void(const error&)>> callbacks;
   std::shared_ptr<dead_letter_sink> dead_letters;
@@ -973,16 +974,27 @@ supervision_tree supervision_tree::start(caf::actor_system& sys, supervisor_conf
     error why;
     if (!is_normal_exit(reason) && reason != caf::exit_reason::user_shutdown)
       why = from_caf_error(reason);
-    std::vector<std::function<void(const error&)>> callbacks;
     {
       std::lock_guard<std::mutex> guard{st->mtx};
-      st->done = true;
+      st->exited = true;
       st->reason = why;
-      callbacks.swap(st->callbacks);
+    }
+    // Callbacks run before `done` is set, so that `wait()` returns only after
+    // every callback registered before the exit has run.
+    for (;;) {
+      std::vector<std::function<void(const error&)>> callbacks;
+      {
+        std::lock_guard<std::mutex> guard{st->mtx};
+        callbacks.swap(st->callbacks);
+        if (callbacks.empty()) {
+          st->done = true;
+          break;
+        }
+      }
+      for (auto& f : callbacks)
+        f(why);
     }
     st->cv.notify_all();
-    for (auto& f : callbacks)
-      f(why);
   });
   return supervision_tree{std::move(root), std::move(st)};
 }
@@ -1031,7 +1043,7 @@ const std::shared_ptr<dead_letter_sink>& supervision_tree::dead_letters() const 
 
 void supervision_tree::on_exit(std::function<void(const error&)> f) {
   std::unique_lock<std::mutex> guard{state_->mtx};
-  if (!state_->done) {
+  if (!state_->exited) {
     state_->callbacks.push_back(std::move(f));
     return;
   }

@@ -131,7 +131,8 @@ public:
   /// True once the root has exited.
   bool done() const;
 
-  /// Blocks until the root exits; returns why (empty after a normal shutdown).
+  /// Blocks until the root exits and the `on_exit` callbacks registered
+  /// before have run; returns why (empty after a normal shutdown).
   error wait() const;
 
   /// Like `wait`, but gives up after `timeout` (nullopt: still running).
