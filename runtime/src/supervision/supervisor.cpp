@@ -254,12 +254,10 @@ private:
   }
 
   void on_resume() {
+    // The supervisor never resumes after a failed start-up (it restarts), so
+    // there is always an instance here.
     if (mode_ != mode::failed)
       return;
-    if (!inner_) { // nothing to resume after a failed start-up
-      on_restart(incarnation_, 0);
-      return;
-    }
     mode_ = mode::running;
     drain();
   }
@@ -469,9 +467,9 @@ public:
   supervisor_actor(caf::actor_config& cfg, std::shared_ptr<const supervisor_config> conf,
                    std::string path, inherited from_parent)
       : caf::event_based_actor(cfg), conf_(std::move(conf)), path_(std::move(path)) {
+    // `from_parent` always holds a decider, sinks and a seed (the root's come
+    // from root_inheritance); this supervisor's own settings win.
     inh_.decide = conf_->decider.defined() ? conf_->decider : from_parent.decide;
-    if (!inh_.decide.defined())
-      inh_.decide = decider::standard();
     inh_.dead_letters = conf_->dead_letters ? conf_->dead_letters : from_parent.dead_letters;
     inh_.events = conf_->events ? conf_->events : from_parent.events;
     inh_.seed = conf_->seed != 0 ? conf_->seed : from_parent.seed;
