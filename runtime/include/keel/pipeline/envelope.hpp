@@ -1,0 +1,147 @@
+#pragma once
+
+/// \file
+/// What travels between pipeline stages: items in envelopes, in batches.
+///
+/// Every item carries an `envelope`: its id, the id of the source item it
+/// came from, the attempt at the current stage, and a W3C trace context that
+/// stages propagate. Stages exchange `batch<T>`s (a structure of arrays:
+/// envelopes and values), so the per-message cost of the actor system is paid
+/// once per batch, not once per item.
+
+#include "keel/error/expected.hpp"
+
+#include <any>
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace keel {
+
+/// W3C trace context (https://www.w3.org/TR/trace-context/): a 16-byte trace
+/// id, the 8-byte id of the current span, its parent span and the flags.
+/// An all-zero trace id means "no trace".
+struct trace_context {
+  std::array<uint8_t, 16> trace_id{};
+  std::array<uint8_t, 8> span_id{};
+  std::array<uint8_t, 8> parent_span_id{};
+  /// Bit 0 is "sampled".
+  uint8_t flags = 0;
+
+  /// Whether the trace id is set (not all zero).
+  bool valid() const noexcept;
+
+  /// The `traceparent` header: "00-<trace id>-<span id>-<flags>", lowercase hex.
+  std::string traceparent() const;
+
+  /// Parses a `traceparent` header; an error names what is wrong with it.
+  static expected<trace_context> parse(std::string_view traceparent);
+
+  /// The context of a child span: same trace, `span` as span id, this span as parent.
+  trace_context child(uint64_t span) const noexcept;
+
+  friend bool operator==(const trace_context&, const trace_context&) = default;
+};
+
+/// The envelope of one item.
+struct envelope {
+  /// Unique within a run. Source items are numbered 0, 1, 2... in input order;
+  /// items made by a stage (flat-map children, groups) get ids with the top bit set.
+  uint64_t id = 0;
+  /// Input position of the source item this item derives from (orders results).
+  uint64_t origin = 0;
+  /// 1 for the first attempt at the current stage.
+  uint32_t attempt = 1;
+  trace_context trace;
+};
+
+/// Type-erased batch of items, the unit that moves between stage actors.
+///
+/// The fields below the interface belong to the runtime: they record how far
+/// a worker got, so that a stage restarted in the middle of a batch resumes
+/// after the item that crashed it instead of redoing (or losing) the rest.
+class batch_base {
+public:
+  virtual ~batch_base() = default;
+
+  /// Number of items.
+  virtual size_t size() const noexcept = 0;
+
+  /// The envelope of item `i`.
+  virtual envelope& env(size_t i) noexcept = 0;
+
+  /// An empty batch of the same item type with room for `n` items.
+  virtual std::unique_ptr<batch_base> make_empty(size_t n) const = 0;
+
+  /// Moves item `i` of `from` (same item type) to the end of this batch.
+  virtual void append_from(batch_base& from, size_t i) = 0;
+
+  /// A copy of item `i`'s value (for dead letters and failure reports).
+  virtual std::any value_of(size_t i) const = 0;
+
+  /// Removes every item.
+  virtual void clear() noexcept = 0;
+
+  // -- runtime bookkeeping ------------------------------------------------------
+
+  /// Position in the run's order (assigned by the source, kept 1:1 by stages).
+  uint64_t seq = 0;
+  /// False for batches outside the order (retries).
+  bool ordered = true;
+  /// Next item to process at the current stage.
+  size_t cursor = 0;
+  /// Outputs made so far from this batch at the current stage.
+  std::unique_ptr<batch_base> partial;
+};
+
+/// A batch of items of type `T`.
+template <class T>
+class batch final : public batch_base {
+public:
+  batch() = default;
+
+  explicit batch(size_t n) {
+    envs.reserve(n);
+    values.reserve(n);
+  }
+
+  size_t size() const noexcept override { return values.size(); }
+
+  envelope& env(size_t i) noexcept override { return envs[i]; }
+
+  std::unique_ptr<batch_base> make_empty(size_t n) const override {
+    return std::make_unique<batch<T>>(n);
+  }
+
+  void append_from(batch_base& from, size_t i) override {
+    auto& src = static_cast<batch<T>&>(from);
+    push(src.envs[i], std::move(src.values[i]));
+  }
+
+  std::any value_of(size_t i) const override {
+    if constexpr (std::is_copy_constructible_v<T>)
+      return std::any{values[i]};
+    else
+      return {};
+  }
+
+  void clear() noexcept override {
+    envs.clear();
+    values.clear();
+  }
+
+  /// Appends an item.
+  void push(const envelope& e, T value) {
+    envs.push_back(e);
+    values.push_back(std::move(value));
+  }
+
+  std::vector<envelope> envs;
+  std::vector<T> values;
+};
+
+} // namespace keel

@@ -1,0 +1,367 @@
+#pragma once
+
+/// \file
+/// Pipeline stages: what a stage function may look like, and the type-erased
+/// interface through which the runtime drives it.
+///
+/// A stage function takes the item (`const In&` or `In&`), optionally
+/// followed by an `item_context&`, and returns:
+///
+/// | stage    | returns                                                      |
+/// |----------|--------------------------------------------------------------|
+/// | map      | `Out` or `expected<Out>`                                     |
+/// | filter   | `bool` or `expected<bool>`                                   |
+/// | flat_map | `std::vector<Out>` or `expected<std::vector<Out>>`           |
+/// | sink     | `void`, `error` or `expected<void>`                          |
+///
+/// A returned error fails the item (see policy.hpp for what follows). A
+/// thrown exception fails the item with a `panic` error *and* crashes the
+/// stage: its supervisor restarts the worker (a fresh copy of the function,
+/// so state it captured by value starts over) and the worker resumes after
+/// the item. Each worker has its own copy of the function.
+
+#include "keel/pipeline/envelope.hpp"
+#include "keel/pipeline/policy.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace keel {
+
+/// What a stage function can learn about the item it processes and the run.
+class item_context {
+public:
+  /// The item's envelope (id, origin, attempt, trace context).
+  const envelope& item() const noexcept { return *env_; }
+
+  /// The attempt at this stage, 1 for the first.
+  uint32_t attempt() const noexcept { return env_->attempt; }
+
+  /// The stage's name.
+  const std::string& stage() const noexcept { return *stage_; }
+
+  /// The worker index within the stage.
+  uint32_t worker() const noexcept { return worker_; }
+
+  /// Whether the run was cancelled (by the caller, the deadline or a
+  /// critical error). Long stage functions should check it and return.
+  bool cancelled() const noexcept { return cancel_->load(std::memory_order_relaxed); }
+
+  /// The run's deadline, if it has one.
+  std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept {
+    return deadline_;
+  }
+
+  /// The envelope for an output that continues this item (same id and origin,
+  /// attempt 1, a child span of this stage's span).
+  envelope forward() const noexcept {
+    envelope e = *env_;
+    e.attempt = 1;
+    e.trace = env_->trace.child(span_);
+    return e;
+  }
+
+  /// The envelope for a new item derived from this one (a fresh id).
+  envelope derive() const noexcept {
+    envelope e = forward();
+    e.id = next_id_->fetch_add(1, std::memory_order_relaxed);
+    return e;
+  }
+
+  // -- set by the runtime -------------------------------------------------------
+
+  item_context(const std::string* stage, uint32_t worker, const std::atomic<bool>* cancel,
+               std::atomic<uint64_t>* next_id,
+               std::optional<std::chrono::steady_clock::time_point> deadline) noexcept
+      : stage_(stage), worker_(worker), cancel_(cancel), next_id_(next_id), deadline_(deadline) {}
+
+  void reset(const envelope* env, uint64_t span) noexcept {
+    env_ = env;
+    span_ = span;
+  }
+
+private:
+  const envelope* env_ = nullptr;
+  uint64_t span_ = 0;
+  const std::string* stage_;
+  uint32_t worker_;
+  const std::atomic<bool>* cancel_;
+  std::atomic<uint64_t>* next_id_;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
+};
+
+/// The kinds of stage.
+enum class stage_kind : uint8_t { map, filter, flat_map, group, sink };
+
+std::string_view to_string(stage_kind x) noexcept;
+
+/// What became of one item at a stage.
+enum class apply_kind : uint8_t {
+  emitted,   ///< passed on (map, kept by filter)
+  filtered,  ///< dropped by a filter, or a flat-map with no children
+  consumed,  ///< folded into new items (flat-map children, a group)
+  succeeded, ///< stored by a sink
+  failed,    ///< the function returned an error
+};
+
+/// Result of applying a stage to one item.
+struct apply_status {
+  apply_status(apply_kind k = apply_kind::emitted, uint32_t n = 0, keel::error e = {})
+      : kind(k), created(n), error(std::move(e)) {}
+
+  apply_kind kind = apply_kind::emitted;
+  /// New items made (flat-map children, a completed group).
+  uint32_t created = 0;
+  keel::error error;
+};
+
+/// One worker's instance of a stage; made anew on every (re)start.
+class stage_instance {
+public:
+  virtual ~stage_instance() = default;
+
+  /// Applies the stage to item `i` of `in`, appending outputs to `out`. May throw.
+  virtual apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) = 0;
+
+  /// Group stages: moves a pending partial group into `out`; returns the
+  /// number of items made (0 or 1).
+  virtual uint32_t flush(batch_base& /*out*/, item_context& /*ctx*/) { return 0; }
+
+  /// Group stages: items waiting in a partial group.
+  virtual size_t pending() const noexcept { return 0; }
+};
+
+/// Options of one stage.
+struct stage_options {
+  /// Parallel workers (the seed's errgroup SetLimit).
+  uint32_t workers = 1;
+  /// With several workers: deliver outputs in input order (a resequencer
+  /// actor restores the order). Without, outputs go on as they are ready.
+  bool ordered = false;
+  /// Overrides the run's error policy: its rules are tried first.
+  std::optional<error_policy> policy;
+  /// Replaces the run's retry policy for this stage.
+  std::optional<retry_policy> retry;
+  /// Batches in flight per link into this stage; 0 takes the run's default.
+  uint32_t credit = 0;
+
+  stage_options& with_workers(uint32_t n) {
+    workers = n;
+    return *this;
+  }
+
+  stage_options& with_ordered(bool x = true) {
+    ordered = x;
+    return *this;
+  }
+
+  stage_options& with_policy(error_policy p) {
+    policy = std::move(p);
+    return *this;
+  }
+
+  stage_options& with_retry(retry_policy r) {
+    retry = std::move(r);
+    return *this;
+  }
+
+  stage_options& with_credit(uint32_t n) {
+    credit = n;
+    return *this;
+  }
+};
+
+/// A stage as the runtime sees it.
+struct stage_def {
+  std::string name;
+  stage_kind kind = stage_kind::map;
+  stage_options options;
+  /// Makes a worker's instance; called per worker and per restart.
+  std::function<std::unique_ptr<stage_instance>()> make;
+  /// Makes an empty output batch (not used by sinks).
+  std::function<std::unique_ptr<batch_base>(size_t)> make_output;
+  /// Group stages: emit a partial group after this long (0 = only by size).
+  std::chrono::nanoseconds flush_every{0};
+};
+
+namespace detail {
+
+template <class T>
+struct is_expected : std::false_type {};
+
+template <class T>
+struct is_expected<expected<T>> : std::true_type {};
+
+/// Calls `f(x, ctx)` or `f(x)`, whichever `f` accepts.
+template <class F, class In>
+decltype(auto) call_stage(F& f, In& x, item_context& ctx) {
+  if constexpr (std::is_invocable_v<F&, In&, item_context&>)
+    return f(x, ctx);
+  else
+    return f(x);
+}
+
+template <class F, class In>
+using stage_return_t =
+    decltype(call_stage(std::declval<F&>(), std::declval<In&>(), std::declval<item_context&>()));
+
+template <class R>
+struct unwrap_expected {
+  using type = R;
+};
+
+template <class R>
+struct unwrap_expected<expected<R>> {
+  using type = R;
+};
+
+template <class F, class In>
+using stage_value_t = typename unwrap_expected<std::decay_t<stage_return_t<F, In>>>::type;
+
+/// Runs `f` and splits the result into a value and an error.
+template <class F, class In, class Sink>
+apply_status invoke_stage(F& f, In& x, item_context& ctx, Sink&& sink) {
+  using R = std::decay_t<stage_return_t<F, In>>;
+  if constexpr (is_expected<R>::value) {
+    auto r = call_stage(f, x, ctx);
+    if (!r.has_value())
+      return {apply_kind::failed, 0, r.error()};
+    if constexpr (std::is_void_v<typename unwrap_expected<R>::type>)
+      return sink();
+    else
+      return sink(std::move(r.value()));
+  } else if constexpr (std::is_void_v<R>) {
+    call_stage(f, x, ctx);
+    return sink();
+  } else if constexpr (std::is_same_v<R, error>) {
+    auto err = call_stage(f, x, ctx);
+    if (err)
+      return {apply_kind::failed, 0, std::move(err)};
+    return sink();
+  } else {
+    return sink(call_stage(f, x, ctx));
+  }
+}
+
+template <class In, class Out, class F>
+class map_instance final : public stage_instance {
+public:
+  explicit map_instance(F f) : f_(std::move(f)) {}
+
+  apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) override {
+    auto& src = static_cast<batch<In>&>(in);
+    return invoke_stage(f_, src.values[i], ctx, [&](Out y) {
+      static_cast<batch<Out>&>(out).push(ctx.forward(), std::move(y));
+      return apply_status{};
+    });
+  }
+
+private:
+  F f_;
+};
+
+template <class In, class F>
+class filter_instance final : public stage_instance {
+public:
+  explicit filter_instance(F f) : f_(std::move(f)) {}
+
+  apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) override {
+    auto& src = static_cast<batch<In>&>(in);
+    return invoke_stage(f_, src.values[i], ctx, [&](bool keep) {
+      if (!keep)
+        return apply_status{apply_kind::filtered};
+      static_cast<batch<In>&>(out).push(ctx.forward(), std::move(src.values[i]));
+      return apply_status{};
+    });
+  }
+
+private:
+  F f_;
+};
+
+template <class In, class Out, class F>
+class flat_map_instance final : public stage_instance {
+public:
+  explicit flat_map_instance(F f) : f_(std::move(f)) {}
+
+  apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) override {
+    auto& src = static_cast<batch<In>&>(in);
+    return invoke_stage(f_, src.values[i], ctx, [&](auto&& ys) {
+      if (ys.empty())
+        return apply_status{apply_kind::filtered};
+      auto& dst = static_cast<batch<Out>&>(out);
+      uint32_t n = 0;
+      for (auto& y : ys) {
+        dst.push(ctx.derive(), std::move(y));
+        ++n;
+      }
+      return apply_status{apply_kind::consumed, n};
+    });
+  }
+
+private:
+  F f_;
+};
+
+template <class In, class F>
+class sink_instance final : public stage_instance {
+public:
+  explicit sink_instance(F f) : f_(std::move(f)) {}
+
+  apply_status apply(batch_base& in, size_t i, batch_base&, item_context& ctx) override {
+    auto& src = static_cast<batch<In>&>(in);
+    return invoke_stage(f_, src.values[i], ctx, [] { return apply_status{apply_kind::succeeded}; });
+  }
+
+private:
+  F f_;
+};
+
+template <class In>
+class group_instance final : public stage_instance {
+public:
+  explicit group_instance(size_t size) : size_(size) { group_.reserve(size); }
+
+  apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) override {
+    auto& src = static_cast<batch<In>&>(in);
+    if (group_.empty())
+      first_ = ctx.derive();
+    group_.push_back(std::move(src.values[i]));
+    if (group_.size() < size_)
+      return {apply_kind::consumed, 0};
+    return {apply_kind::consumed, emit(out)};
+  }
+
+  uint32_t flush(batch_base& out, item_context&) override { return group_.empty() ? 0 : emit(out); }
+
+  size_t pending() const noexcept override { return group_.size(); }
+
+private:
+  uint32_t emit(batch_base& out) {
+    static_cast<batch<std::vector<In>>&>(out).push(first_, std::move(group_));
+    group_ = {};
+    group_.reserve(size_);
+    return 1;
+  }
+
+  size_t size_;
+  envelope first_;
+  std::vector<In> group_;
+};
+
+template <class T>
+std::function<std::unique_ptr<batch_base>(size_t)> batch_maker() {
+  return [](size_t n) -> std::unique_ptr<batch_base> { return std::make_unique<batch<T>>(n); };
+}
+
+} // namespace detail
+
+} // namespace keel
