@@ -66,7 +66,10 @@ std::string trace_context::traceparent() const {
   out.reserve(55);
   put_hex(out, trace_id);
   out += '-';
-  put_hex(out, span_id);
+  std::array<uint8_t, 8> span{};
+  for (size_t i = 0; i < 8; ++i)
+    span[i] = static_cast<uint8_t>(span_id >> (56 - 8 * i));
+  put_hex(out, span);
   out += '-';
   put_hex(out, std::array<uint8_t, 1>{flags});
   return out;
@@ -82,24 +85,17 @@ expected<trace_context> trace_context::parse(std::string_view s) {
     return bad("unsupported version \"" + std::string{s.substr(0, 2)} + "\"");
   trace_context t;
   std::array<uint8_t, 1> flags{};
-  if (!get_hex(s.substr(3, 32), t.trace_id) || !get_hex(s.substr(36, 16), t.span_id)
+  std::array<uint8_t, 8> span{};
+  if (!get_hex(s.substr(3, 32), t.trace_id) || !get_hex(s.substr(36, 16), span)
       || !get_hex(s.substr(53, 2), flags))
     return bad("ids must be lowercase hexadecimal");
   if (all_zero(t.trace_id))
     return bad("the trace id is all zero");
-  if (all_zero(t.span_id))
+  if (all_zero(span))
     return bad("the span id is all zero");
+  for (auto x : span)
+    t.span_id = t.span_id << 8 | x;
   t.flags = flags[0];
-  return t;
-}
-
-trace_context trace_context::child(uint64_t span) const noexcept {
-  trace_context t;
-  t.trace_id = trace_id;
-  t.parent_span_id = span_id;
-  for (size_t i = 0; i < 8; ++i)
-    t.span_id[i] = static_cast<uint8_t>(span >> (56 - 8 * i));
-  t.flags = flags;
   return t;
 }
 

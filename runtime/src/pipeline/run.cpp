@@ -124,21 +124,15 @@ struct node_record {
   uint64_t peak_own = 0;
 };
 
-/// Counters a node accumulates while handling one message, added to its
-/// record under one lock.
-struct tally {
-  uint64_t in = 0, out = 0, created = 0, succeeded = 0, filtered = 0, consumed = 0;
-
-  void flush_into(stage_stats& s) noexcept {
-    s.in += in;
-    s.out += out;
-    s.created += created;
-    s.succeeded += succeeded;
-    s.filtered += filtered;
-    s.consumed += consumed;
-    *this = {};
-  }
-};
+/// Adds the counts of one pass to a stage's statistics.
+void add_tally(stage_stats& s, apply_tally& t) noexcept {
+  s.out += t.out;
+  s.created += t.created;
+  s.succeeded += t.succeeded;
+  s.filtered += t.filtered;
+  s.consumed += t.consumed;
+  t = {};
+}
 
 // -- outlet: sending with credit --------------------------------------------------------
 
@@ -252,7 +246,7 @@ struct owed_ack {
 
 /// State of one stage worker. It outlives the worker's instances: a restart
 /// replaces only the stage function (`instance`).
-struct worker_state {
+struct worker_state final : item_observer {
   std::shared_ptr<run_shared> run;
   const stage_def* def = nullptr;
   uint32_t stage = 0;
@@ -279,9 +273,10 @@ struct worker_state {
 
   error cancel_reason;
   std::mt19937_64 rng;
-  uint64_t sample_counter = 0;
+  latency_sampler sampler;
   std::optional<item_context> ctx;
-  tally t;
+  apply_tally t;
+  uint64_t items_in = 0;
 
   const retry_policy& retry() const {
     return def->options.retry ? *def->options.retry : run->config.retry;
@@ -294,19 +289,13 @@ struct worker_state {
     return run->config.policy.classify(err);
   }
 
-  std::unique_ptr<batch_base> make_output(size_t n) const {
-    return def->make_output ? def->make_output(n) : nullptr;
-  }
-
-  uint64_t span_of(const envelope& e) const noexcept {
-    return mix(run->seed ^ mix(e.id) ^ (uint64_t{stage} << 48)) | 1;
-  }
+  std::unique_ptr<batch_base> make_output(size_t n) const { return def->make_output(n); }
 
   // -- item outcomes ------------------------------------------------------------
 
   void end_cancelled(batch_base& b, size_t i, std::lock_guard<std::mutex>&) {
     record->stats.cancelled++;
-    record->cancelled.push_back(item_note{b.env(i).id, def->name, cancel_reason});
+    record->cancelled.push_back(item_note{b.key(i).id, def->name, cancel_reason});
   }
 
   void cancel_rest(batch_base& b) {
@@ -323,20 +312,22 @@ struct worker_state {
 
   /// Item `i` of `b` failed with `err` (already attributed to this stage).
   void item_failed(batch_base& b, size_t i, error err) {
-    auto& env = b.env(i);
+    const auto key = b.key(i);
+    const auto attempt = b.attempt;
     {
       std::lock_guard<std::mutex> g{record->mtx};
       record->stats.errors_by_code[std::string{keel::to_string(err.code())}]++;
     }
     const auto& rp = retry();
-    if (!cancel_reason && rp.retryable_error(err) && env.attempt < rp.max_attempts) {
+    if (!cancel_reason && rp.retryable_error(err) && attempt < rp.max_attempts) {
       auto used = run->retries_used.fetch_add(1, std::memory_order_relaxed);
       if (run->config.budget.allows(used, run->items_seen.load(std::memory_order_relaxed))) {
         auto one = std::shared_ptr<batch_base>{b.make_empty(1)};
         one->append_from(b, i);
-        one->env(0).attempt = env.attempt + 1;
+        one->attempt = attempt + 1;
+        one->trace = b.trace;
         one->ordered = false;
-        auto due = clock_type::now() + rp.delay(env.attempt + 1, rng);
+        auto due = clock_type::now() + rp.delay(attempt + 1, rng);
         retries.emplace(due, std::move(one));
         arm_retry_timer();
         std::lock_guard<std::mutex> g{record->mtx};
@@ -353,14 +344,14 @@ struct worker_state {
     switch (cls) {
       case error_class::skip:
         record->stats.skipped++;
-        record->skipped.push_back(item_note{env.id, def->name, std::move(err)});
+        record->skipped.push_back(item_note{key.id, def->name, std::move(err)});
         return;
       case error_class::poison: {
         record->stats.dead_lettered++;
-        dead_item d{env.id,
-                    env.origin,
+        dead_item d{key.id,
+                    key.origin,
                     def->name,
-                    env.attempt,
+                    attempt,
                     std::move(err),
                     b.value_of(i),
                     std::chrono::system_clock::now()};
@@ -376,80 +367,56 @@ struct worker_state {
       case error_class::item:
         record->stats.failed++;
         record->failures.push_back(
-            item_failure{env.id, env.origin, def->name, env.attempt, std::move(err)});
+            item_failure{key.id, key.origin, def->name, attempt, std::move(err)});
         return;
     }
   }
 
   // -- processing ---------------------------------------------------------------
 
-  /// Runs the stage over `b` from its cursor. Rethrows a stage exception
-  /// after recording the item, so that the supervisor restarts the worker;
-  /// the batch is then replayed and resumes after that item.
+  /// Runs the stage over `b` from its cursor. A stage exception is rethrown
+  /// (after `crashed` recorded the item), so that the supervisor restarts
+  /// the worker; the batch is then replayed and resumes after that item.
   void process(batch_base& b) {
-    if (!b.partial)
-      b.partial = make_output(b.size());
+    if (!b.partial) // sinks get an empty scratch batch: they emit nothing
+      b.partial = make_output(def->kind == stage_kind::sink ? 0 : b.size());
     if (cancel_reason) {
       cancel_rest(b);
       return;
     }
-    const auto sample = std::max<uint32_t>(1, run->config.latency_sample);
-    for (size_t i = b.cursor; i < b.size(); ++i) {
-      auto& env = b.env(i);
-      ctx->reset(&env, span_of(env));
-      bool timed = (sample_counter++ % sample) == 0;
-      auto t0 = timed ? clock_type::now() : clock_type::time_point{};
-      apply_status st;
-      try {
-        st = instance->apply(b, i, *b.partial, *ctx);
-      } catch (...) {
-        auto ep = std::current_exception();
-        b.cursor = i + 1;
-        flush_tally();
-        item_failed(b, i, attribute(make_panic_error(ep), env));
-        std::rethrow_exception(ep);
-      }
-      if (timed) {
-        auto d = clock_type::now() - t0;
-        std::lock_guard<std::mutex> g{record->mtx};
-        record->stats.latency.record(d);
-      }
-      switch (st.kind) {
-        case apply_kind::emitted:
-          ++t.out;
-          break;
-        case apply_kind::filtered:
-          ++t.filtered;
-          break;
-        case apply_kind::consumed:
-          ++t.consumed;
-          t.created += st.created;
-          t.out += st.created;
-          break;
-        case apply_kind::succeeded:
-          ++t.succeeded;
-          break;
-        case apply_kind::failed:
-          b.cursor = i + 1; // the retry path may move the item out
-          item_failed(b, i, attribute(std::move(st.error), env));
-          break;
-      }
-    }
-    b.cursor = b.size();
+    b.partial->trace = b.trace;
+    instance->run(b, *b.partial, *ctx, *this, t, sampler);
     flush_tally();
   }
 
-  error attribute(error err, const envelope& env) const {
+  // -- item_observer ---------------------------------------------------------------
+
+  void failed(batch_base& b, size_t i, error err) override {
+    item_failed(b, i, attribute(std::move(err), b.key(i).id, b.attempt));
+  }
+
+  void crashed(batch_base& b, size_t i, std::exception_ptr ep) override {
+    flush_tally();
+    item_failed(b, i, attribute(make_panic_error(ep), b.key(i).id, b.attempt));
+  }
+
+  error attribute(error err, uint64_t id, uint32_t attempt) const {
     if (!err)
       err = internal_error("stage returned an empty error");
     if (as<stage_info>(err))
       return err;
-    return with_detail(std::move(err), stage_info{def->name, std::to_string(env.id), env.attempt});
+    return with_detail(std::move(err), stage_info{def->name, std::to_string(id), attempt});
   }
 
+  /// Adds what this message did to the record, under one lock.
   void flush_tally() {
     std::lock_guard<std::mutex> g{record->mtx};
-    t.flush_into(record->stats);
+    record->stats.in += items_in;
+    items_in = 0;
+    add_tally(record->stats, t);
+    for (auto d : sampler.samples)
+      record->stats.latency.record(d);
+    sampler.samples.clear();
   }
 
   /// Sends what `b` produced, then gives credit back (now, or once the
@@ -489,7 +456,7 @@ struct worker_state {
   void on_batch(uint32_t link, batch_msg& m) {
     auto& b = *m.ptr;
     if (b.cursor == 0 && !b.partial)
-      t.in += b.size();
+      items_in += b.size();
     auto sender = caf::actor_cast<caf::actor>(self->current_sender());
     process(b);
     arm_flush_timer();
@@ -564,9 +531,7 @@ struct worker_state {
     if (def->kind != stage_kind::group || !instance || instance->pending() == 0)
       return;
     std::shared_ptr<batch_base> b{make_output(1)};
-    envelope none;
-    ctx->reset(&none, 0);
-    auto n = instance->flush(*b, *ctx);
+    auto n = instance->flush(*b);
     b->ordered = false;
     {
       std::lock_guard<std::mutex> g{record->mtx};
@@ -631,7 +596,6 @@ caf::behavior worker_behavior(const std::shared_ptr<worker_state>& ws) {
       [ws](kp_wire_atom, wiring& w) {
         ws->out.wire(std::move(w.downstream), w.credit, w.send_empty);
         ws->upstreams = w.upstreams;
-        ws->record->stats.workers = 1;
         ws->try_finish();
       },
   };
@@ -759,12 +723,12 @@ struct reseq_state {
       for (auto& in : queue)
         for (size_t i = 0; i < in.b->size(); ++i) {
           record->stats.cancelled++;
-          record->cancelled.push_back(item_note{in.b->env(i).id, def->name, cancel_reason});
+          record->cancelled.push_back(item_note{in.b->key(i).id, def->name, cancel_reason});
         }
       for (auto& b : downstream.take_pending())
         for (size_t i = 0; i < b->size(); ++i) {
           record->stats.cancelled++;
-          record->cancelled.push_back(item_note{b->env(i).id, def->name, cancel_reason});
+          record->cancelled.push_back(item_note{b->key(i).id, def->name, cancel_reason});
         }
     }
     for (auto& in : queue)
@@ -844,13 +808,12 @@ struct source_state {
   bool feeder() const noexcept { return !open; }
 
   void stamp(batch_base& b) {
-    const auto& root = run->config.trace;
     for (size_t i = 0; i < b.size(); ++i) {
-      auto& e = b.env(i);
-      e.id = e.origin = next_index++;
-      e.attempt = 1;
-      e.trace = root.child(mix(run->seed ^ mix(e.id)) | 1);
+      auto& k = b.key(i);
+      k.id = k.origin = next_index++;
     }
+    b.attempt = 1;
+    b.trace = run->config.trace;
     b.seq = next_seq++;
     b.ordered = true;
     run->items_seen.fetch_add(b.size(), std::memory_order_relaxed);
@@ -938,7 +901,7 @@ struct source_state {
       for (auto& b : out.take_pending())
         for (size_t i = 0; i < b->size(); ++i) {
           record->stats.cancelled++;
-          record->cancelled.push_back(item_note{b->env(i).id, "source", cancel_reason});
+          record->cancelled.push_back(item_note{b->key(i).id, "source", cancel_reason});
         }
     }
     for (auto& p : std::exchange(feeders, {}))
@@ -989,7 +952,7 @@ public:
     auto note = [&](batch_base& x, size_t i) {
       rec_->stats.failed++;
       rec_->failures.push_back(
-          item_failure{x.env(i).id, x.env(i).origin, letter.stage, x.env(i).attempt, letter.error});
+          item_failure{x.key(i).id, x.key(i).origin, letter.stage, x.attempt, letter.error});
     };
     for (size_t i = b.cursor; i < b.size(); ++i)
       note(b, i);
@@ -1472,24 +1435,24 @@ caf::behavior coordinator_fun(coordinator_actor* self, std::shared_ptr<run_share
   for (auto& ws : workers) {
     ws->coordinator = coordinator_addr;
     st.nodes.push_back(node_info{node_info::worker, ws->stage, {}, ws->record});
-    auto spec = stage_spec(ws->def->name + "#" + std::to_string(ws->index),
-                           [ws, index](stage_context& ctx) {
-                             ws->self = ctx.self();
-                             if (ctx.restarts() > 0) {
-                               std::lock_guard<std::mutex> g{ws->record->mtx};
-                               ws->record->stats.restarts++;
-                             }
-                             ws->instance = ws->def->make();
-                             if (!ws->ctx)
-                               ws->ctx.emplace(&ws->def->name, ws->index, &ws->run->cancelled,
-                                               &ws->run->next_created_id, ws->run->deadline);
-                             if (!ws->hello_sent) {
-                               ws->hello_sent = true;
-                               if (auto c = caf::actor_cast<caf::actor>(ws->coordinator))
-                                 ctx.self()->send(c, kp_hello_atom::value, index);
-                             }
-                             return worker_behavior(ws);
-                           });
+    auto spec = stage_spec(
+        ws->def->name + "#" + std::to_string(ws->index), [ws, index](stage_context& ctx) {
+          ws->self = ctx.self();
+          if (ctx.restarts() > 0) {
+            std::lock_guard<std::mutex> g{ws->record->mtx};
+            ws->record->stats.restarts++;
+          }
+          ws->instance = ws->def->make();
+          if (!ws->ctx)
+            ws->ctx.emplace(&ws->def->name, ws->stage + 1, ws->index, &ws->run->cancelled,
+                            &ws->run->next_created_id, ws->run->deadline, ws->run->seed);
+          if (!ws->hello_sent) {
+            ws->hello_sent = true;
+            if (auto c = caf::actor_cast<caf::actor>(ws->coordinator))
+              ctx.self()->send(c, kp_hello_atom::value, index);
+          }
+          return worker_behavior(ws);
+        });
     // Every replay of a crashed batch makes progress (it resumes after the
     // item that crashed), so the message itself is never given up on.
     spec.max_attempts = UINT32_MAX;
@@ -1572,7 +1535,7 @@ error validate(const run_plan& plan) {
       return invalid_argument_error(where + "a batch stage runs on one worker");
     if (s.kind == stage_kind::sink && i + 1 != plan.stages.size())
       return invalid_argument_error(where + "a sink must be the last stage");
-    if (!s.make || (s.kind != stage_kind::sink && !s.make_output))
+    if (!s.make || !s.make_output)
       return invalid_argument_error(where + "the stage has no function");
     for (size_t j = 0; j < i; ++j)
       if (plan.stages[j].name == s.name)
@@ -1611,10 +1574,9 @@ std::shared_ptr<run_control> start_run(caf::actor_system& sys, run_plan plan) {
     for (size_t i = 0; i < 8; ++i) {
       run->config.trace.trace_id[i] = static_cast<uint8_t>(a >> (56 - 8 * i));
       run->config.trace.trace_id[8 + i] = static_cast<uint8_t>(b >> (56 - 8 * i));
-      run->config.trace.span_id[i] = static_cast<uint8_t>(mix(b) >> (56 - 8 * i));
     }
     run->config.trace.trace_id[0] |= 1; // never all zero
-    run->config.trace.span_id[0] |= 1;
+    run->config.trace.span_id = mix(b) | 1;
   }
   std::vector<std::shared_ptr<worker_state>> workers;
   std::vector<std::shared_ptr<reseq_state>> reseqs;
@@ -1636,6 +1598,7 @@ std::shared_ptr<run_control> start_run(caf::actor_system& sys, run_plan plan) {
       ws->index = w;
       ws->record = std::make_shared<node_record>();
       ws->rng.seed(mix(run->seed + ++salt));
+      ws->sampler.every = std::max<uint32_t>(1, run->config.latency_sample);
       workers.push_back(std::move(ws));
     }
   }

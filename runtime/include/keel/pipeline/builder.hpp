@@ -18,6 +18,7 @@
 #include "keel/pipeline/run.hpp"
 #include "keel/pipeline/stage.hpp"
 
+#include <algorithm>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -41,12 +42,14 @@ public:
 
   bool next(batch_base& out, size_t n) override {
     auto& b = static_cast<batch<value_type>&>(out);
-    for (; n > 0 && pos_ != items_->end(); --n, ++pos_, --left_) {
-      b.envs.emplace_back();
-      // The container belongs to the run alone: items are moved out.
-      b.values.push_back(std::move(*pos_));
-    }
-    return pos_ != items_->end();
+    auto k = static_cast<size_t>(std::min<uint64_t>(n, left_));
+    auto last = std::next(pos_, static_cast<std::ptrdiff_t>(k));
+    // The container belongs to the run alone: items are moved out.
+    b.values.insert(b.values.end(), std::make_move_iterator(pos_), std::make_move_iterator(last));
+    b.keys.resize(b.values.size());
+    pos_ = last;
+    left_ -= k;
+    return left_ > 0;
   }
 
   std::optional<uint64_t> remaining() const override { return left_; }
@@ -68,7 +71,7 @@ public:
       std::optional<T> x = g_();
       if (!x)
         return false;
-      b.envs.emplace_back();
+      b.keys.emplace_back();
       b.values.push_back(std::move(*x));
     }
     return true;
@@ -140,6 +143,7 @@ public:
     d.kind = stage_kind::sink;
     d.options = std::move(opts);
     d.make = [f = std::move(f)] { return std::make_unique<detail::sink_instance<T, F>>(f); };
+    d.make_output = detail::batch_maker<T>(); // a scratch batch; sinks emit nothing
     plan_.stages.push_back(std::move(d));
     return pipeline<void, Src>{std::move(plan_)};
   }

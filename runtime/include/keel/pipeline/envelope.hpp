@@ -3,11 +3,12 @@
 /// \file
 /// What travels between pipeline stages: items in envelopes, in batches.
 ///
-/// Every item carries an `envelope`: its id, the id of the source item it
-/// came from, the attempt at the current stage, and a W3C trace context that
-/// stages propagate. Stages exchange `batch<T>`s (a structure of arrays:
-/// envelopes and values), so the per-message cost of the actor system is paid
-/// once per batch, not once per item.
+/// Every item has an `envelope`: its id, the id of the source item it came
+/// from, the attempt at the current stage, and a W3C trace context that
+/// stages propagate. Stages exchange `batch<T>`s (a structure of arrays: item
+/// keys and values), so the per-message cost of the actor system is paid once
+/// per batch, not once per item; what all items of a batch share (attempt,
+/// trace id) is stored once, and span ids are derived, not stored.
 
 #include "keel/error/expected.hpp"
 
@@ -25,10 +26,13 @@ namespace keel {
 /// W3C trace context (https://www.w3.org/TR/trace-context/): a 16-byte trace
 /// id, the 8-byte id of the current span, its parent span and the flags.
 /// An all-zero trace id means "no trace".
+///
+/// Span ids are kept as integers (their big-endian bytes are the W3C span id),
+/// so that giving an item a new span at every stage costs two stores.
 struct trace_context {
   std::array<uint8_t, 16> trace_id{};
-  std::array<uint8_t, 8> span_id{};
-  std::array<uint8_t, 8> parent_span_id{};
+  uint64_t span_id = 0;
+  uint64_t parent_span_id = 0;
   /// Bit 0 is "sampled".
   uint8_t flags = 0;
 
@@ -42,12 +46,18 @@ struct trace_context {
   static expected<trace_context> parse(std::string_view traceparent);
 
   /// The context of a child span: same trace, `span` as span id, this span as parent.
-  trace_context child(uint64_t span) const noexcept;
+  trace_context child(uint64_t span) const noexcept {
+    trace_context t = *this;
+    t.parent_span_id = span_id;
+    t.span_id = span;
+    return t;
+  }
 
   friend bool operator==(const trace_context&, const trace_context&) = default;
 };
 
-/// The envelope of one item.
+/// The envelope of one item, as a stage function sees it
+/// (`item_context::item()`).
 struct envelope {
   /// Unique within a run. Source items are numbered 0, 1, 2... in input order;
   /// items made by a stage (flat-map children, groups) get ids with the top bit set.
@@ -56,7 +66,26 @@ struct envelope {
   uint64_t origin = 0;
   /// 1 for the first attempt at the current stage.
   uint32_t attempt = 1;
+  /// The item's span at the current stage; its parent is the item's span at
+  /// the previous stage (for items made by a stage: the span of the source
+  /// item at that stage).
   trace_context trace;
+};
+
+/// The span id of item `id` at stage `stage` (0 = the source, 1 = the first
+/// stage, ...) in a run salted with `salt`: derived, not stored, so that an
+/// item's trace context costs nothing per stage. Distinct within a run in
+/// practice (a multiplicative hash of the id, the stage in the top byte).
+constexpr uint64_t span_id_of(uint64_t salt, uint64_t id, uint32_t stage) noexcept {
+  return (salt ^ (id * 0x9e3779b97f4a7c15ULL) ^ (uint64_t{stage} << 56)) | 1;
+}
+
+/// What a batch stores per item: its id and origin (16 bytes). The attempt
+/// and the trace id belong to the batch (retried items travel alone); span
+/// ids are derived with `span_id_of`.
+struct item_key {
+  uint64_t id = 0;
+  uint64_t origin = 0;
 };
 
 /// Type-erased batch of items, the unit that moves between stage actors.
@@ -71,8 +100,8 @@ public:
   /// Number of items.
   virtual size_t size() const noexcept = 0;
 
-  /// The envelope of item `i`.
-  virtual envelope& env(size_t i) noexcept = 0;
+  /// The key of item `i`.
+  virtual item_key& key(size_t i) noexcept = 0;
 
   /// An empty batch of the same item type with room for `n` items.
   virtual std::unique_ptr<batch_base> make_empty(size_t n) const = 0;
@@ -85,6 +114,13 @@ public:
 
   /// Removes every item.
   virtual void clear() noexcept = 0;
+
+  // -- shared by the batch's items ----------------------------------------------
+
+  /// The attempt at the current stage (1, or more for a retried item).
+  uint32_t attempt = 1;
+  /// Trace id and flags of the items; `span_id` is the run's root span.
+  trace_context trace;
 
   // -- runtime bookkeeping ------------------------------------------------------
 
@@ -105,13 +141,13 @@ public:
   batch() = default;
 
   explicit batch(size_t n) {
-    envs.reserve(n);
+    keys.reserve(n);
     values.reserve(n);
   }
 
   size_t size() const noexcept override { return values.size(); }
 
-  envelope& env(size_t i) noexcept override { return envs[i]; }
+  item_key& key(size_t i) noexcept override { return keys[i]; }
 
   std::unique_ptr<batch_base> make_empty(size_t n) const override {
     return std::make_unique<batch<T>>(n);
@@ -119,7 +155,7 @@ public:
 
   void append_from(batch_base& from, size_t i) override {
     auto& src = static_cast<batch<T>&>(from);
-    push(src.envs[i], std::move(src.values[i]));
+    push(src.keys[i], std::move(src.values[i]));
   }
 
   std::any value_of(size_t i) const override {
@@ -130,17 +166,17 @@ public:
   }
 
   void clear() noexcept override {
-    envs.clear();
+    keys.clear();
     values.clear();
   }
 
   /// Appends an item.
-  void push(const envelope& e, T value) {
-    envs.push_back(e);
+  void push(const item_key& k, T value) {
+    keys.push_back(k);
     values.push_back(std::move(value));
   }
 
-  std::vector<envelope> envs;
+  std::vector<item_key> keys;
   std::vector<T> values;
 };
 

@@ -171,8 +171,8 @@ public:
   void append(batch_base& b) override {
     auto& xs = static_cast<batch<Out>&>(b);
     for (size_t i = 0; i < xs.size(); ++i) {
-      ids.push_back(xs.envs[i].id);
-      origins.push_back(xs.envs[i].origin);
+      ids.push_back(xs.keys[i].id);
+      origins.push_back(xs.keys[i].origin);
       values.push_back(std::move(xs.values[i]));
     }
   }
@@ -274,7 +274,7 @@ private:
   static std::unique_ptr<batch_base> to_batch(std::vector<T> items) {
     auto b = std::make_unique<batch<T>>();
     b->values = std::move(items);
-    b->envs.resize(b->values.size());
+    b->keys.resize(b->values.size());
     return b;
   }
 

@@ -40,10 +40,26 @@ namespace keel {
 class item_context {
 public:
   /// The item's envelope (id, origin, attempt, trace context).
-  const envelope& item() const noexcept { return *env_; }
+  const envelope& item() const noexcept {
+    if (!cached_) {
+      cache_.id = key_->id;
+      cache_.origin = key_->origin;
+      cache_.attempt = batch_->attempt;
+      cache_.trace = batch_->trace;
+      cache_.trace.parent_span_id = stage_number_ == 1
+                                        ? span_id_of(salt_, key_->id, 0)
+                                        : span_id_of(salt_, key_->id, stage_number_ - 1);
+      cache_.trace.span_id = span_id_of(salt_, key_->id, stage_number_);
+      cached_ = true;
+    }
+    return cache_;
+  }
+
+  /// The item's id.
+  uint64_t id() const noexcept { return key_->id; }
 
   /// The attempt at this stage, 1 for the first.
-  uint32_t attempt() const noexcept { return env_->attempt; }
+  uint32_t attempt() const noexcept { return batch_->attempt; }
 
   /// The stage's name.
   const std::string& stage() const noexcept { return *stage_; }
@@ -60,42 +76,42 @@ public:
     return deadline_;
   }
 
-  /// The envelope for an output that continues this item (same id and origin,
-  /// attempt 1, a child span of this stage's span).
-  envelope forward() const noexcept {
-    envelope e = *env_;
-    e.attempt = 1;
-    e.trace = env_->trace.child(span_);
-    return e;
+  // -- for the runtime and stage adapters -----------------------------------------
+
+  item_context(const std::string* stage, uint32_t stage_number, uint32_t worker,
+               const std::atomic<bool>* cancel, std::atomic<uint64_t>* next_id,
+               std::optional<std::chrono::steady_clock::time_point> deadline,
+               uint64_t salt) noexcept
+      : stage_(stage), stage_number_(stage_number), worker_(worker), cancel_(cancel),
+        next_id_(next_id), deadline_(deadline), salt_(salt) {}
+
+  /// Points the context at item `k` of `b`.
+  void reset(const batch_base* b, const item_key* k) noexcept {
+    batch_ = b;
+    key_ = k;
+    cached_ = false;
   }
 
-  /// The envelope for a new item derived from this one (a fresh id).
-  envelope derive() const noexcept {
-    envelope e = forward();
-    e.id = next_id_->fetch_add(1, std::memory_order_relaxed);
-    return e;
-  }
+  /// The key of an output that continues this item.
+  item_key forward() const noexcept { return *key_; }
 
-  // -- set by the runtime -------------------------------------------------------
-
-  item_context(const std::string* stage, uint32_t worker, const std::atomic<bool>* cancel,
-               std::atomic<uint64_t>* next_id,
-               std::optional<std::chrono::steady_clock::time_point> deadline) noexcept
-      : stage_(stage), worker_(worker), cancel_(cancel), next_id_(next_id), deadline_(deadline) {}
-
-  void reset(const envelope* env, uint64_t span) noexcept {
-    env_ = env;
-    span_ = span;
+  /// The key of a new item derived from this one (a fresh id, same origin).
+  item_key derive() const noexcept {
+    return {next_id_->fetch_add(1, std::memory_order_relaxed), key_->origin};
   }
 
 private:
-  const envelope* env_ = nullptr;
-  uint64_t span_ = 0;
+  const batch_base* batch_ = nullptr;
+  const item_key* key_ = nullptr;
   const std::string* stage_;
+  uint32_t stage_number_;
   uint32_t worker_;
   const std::atomic<bool>* cancel_;
   std::atomic<uint64_t>* next_id_;
   std::optional<std::chrono::steady_clock::time_point> deadline_;
+  uint64_t salt_;
+  mutable envelope cache_;
+  mutable bool cached_ = false;
 };
 
 /// The kinds of stage.
@@ -123,17 +139,57 @@ struct apply_status {
   keel::error error;
 };
 
+/// Counts of one pass over a batch.
+struct apply_tally {
+  uint64_t out = 0;
+  uint64_t filtered = 0;
+  uint64_t consumed = 0;
+  uint64_t created = 0;
+  uint64_t succeeded = 0;
+};
+
+/// Times one item in `every` (for the latency histograms).
+struct latency_sampler {
+  uint32_t every = 64;
+  uint32_t countdown = 0;
+  std::vector<std::chrono::steady_clock::duration> samples;
+
+  bool tick() noexcept {
+    if (countdown > 0) {
+      --countdown;
+      return false;
+    }
+    countdown = every > 0 ? every - 1 : 0;
+    return true;
+  }
+};
+
+/// Receives the rare per-item events of a pass (failures, crashes).
+class item_observer {
+public:
+  virtual ~item_observer() = default;
+
+  /// Item `i` of `in` failed with `err` (its cursor is already past it).
+  virtual void failed(batch_base& in, size_t i, keel::error err) = 0;
+
+  /// Item `i` of `in` threw; the exception is rethrown after this returns.
+  virtual void crashed(batch_base& in, size_t i, std::exception_ptr ep) = 0;
+};
+
 /// One worker's instance of a stage; made anew on every (re)start.
 class stage_instance {
 public:
   virtual ~stage_instance() = default;
 
-  /// Applies the stage to item `i` of `in`, appending outputs to `out`. May throw.
-  virtual apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) = 0;
+  /// Applies the stage to the items of `in` from its cursor on, appending
+  /// outputs to `out`. Rethrows a stage function's exception after telling
+  /// `obs`; the cursor is then past the item that threw.
+  virtual void run(batch_base& in, batch_base& out, item_context& ctx, item_observer& obs,
+                   apply_tally& t, latency_sampler& s) = 0;
 
   /// Group stages: moves a pending partial group into `out`; returns the
   /// number of items made (0 or 1).
-  virtual uint32_t flush(batch_base& /*out*/, item_context& /*ctx*/) { return 0; }
+  virtual uint32_t flush(batch_base& /*out*/) { return 0; }
 
   /// Group stages: items waiting in a partial group.
   virtual size_t pending() const noexcept { return 0; }
@@ -251,13 +307,61 @@ apply_status invoke_stage(F& f, In& x, item_context& ctx, Sink&& sink) {
   }
 }
 
+/// The loop over a batch, typed, so that the stage function inlines into it;
+/// `Derived::apply_one(src, i, out, ctx)` handles one item.
+template <class In, class Derived>
+class typed_instance : public stage_instance {
+public:
+  void run(batch_base& in, batch_base& out, item_context& ctx, item_observer& obs, apply_tally& t,
+           latency_sampler& s) final {
+    auto& src = static_cast<batch<In>&>(in);
+    const size_t n = src.values.size();
+    for (size_t i = src.cursor; i < n; ++i) {
+      ctx.reset(&src, &src.keys[i]);
+      const bool timed = s.tick();
+      const auto t0 =
+          timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+      apply_status st;
+      try {
+        st = static_cast<Derived&>(*this).apply_one(src, i, out, ctx);
+      } catch (...) {
+        src.cursor = i + 1;
+        obs.crashed(src, i, std::current_exception());
+        throw;
+      }
+      if (timed)
+        s.samples.push_back(std::chrono::steady_clock::now() - t0);
+      switch (st.kind) {
+        case apply_kind::emitted:
+          ++t.out;
+          break;
+        case apply_kind::filtered:
+          ++t.filtered;
+          break;
+        case apply_kind::consumed:
+          ++t.consumed;
+          t.created += st.created;
+          t.out += st.created;
+          break;
+        case apply_kind::succeeded:
+          ++t.succeeded;
+          break;
+        case apply_kind::failed:
+          src.cursor = i + 1;
+          obs.failed(src, i, std::move(st.error));
+          break;
+      }
+    }
+    src.cursor = n;
+  }
+};
+
 template <class In, class Out, class F>
-class map_instance final : public stage_instance {
+class map_instance final : public typed_instance<In, map_instance<In, Out, F>> {
 public:
   explicit map_instance(F f) : f_(std::move(f)) {}
 
-  apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) override {
-    auto& src = static_cast<batch<In>&>(in);
+  apply_status apply_one(batch<In>& src, size_t i, batch_base& out, item_context& ctx) {
     return invoke_stage(f_, src.values[i], ctx, [&](Out y) {
       static_cast<batch<Out>&>(out).push(ctx.forward(), std::move(y));
       return apply_status{};
@@ -269,12 +373,11 @@ private:
 };
 
 template <class In, class F>
-class filter_instance final : public stage_instance {
+class filter_instance final : public typed_instance<In, filter_instance<In, F>> {
 public:
   explicit filter_instance(F f) : f_(std::move(f)) {}
 
-  apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) override {
-    auto& src = static_cast<batch<In>&>(in);
+  apply_status apply_one(batch<In>& src, size_t i, batch_base& out, item_context& ctx) {
     return invoke_stage(f_, src.values[i], ctx, [&](bool keep) {
       if (!keep)
         return apply_status{apply_kind::filtered};
@@ -288,12 +391,11 @@ private:
 };
 
 template <class In, class Out, class F>
-class flat_map_instance final : public stage_instance {
+class flat_map_instance final : public typed_instance<In, flat_map_instance<In, Out, F>> {
 public:
   explicit flat_map_instance(F f) : f_(std::move(f)) {}
 
-  apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) override {
-    auto& src = static_cast<batch<In>&>(in);
+  apply_status apply_one(batch<In>& src, size_t i, batch_base& out, item_context& ctx) {
     return invoke_stage(f_, src.values[i], ctx, [&](auto&& ys) {
       if (ys.empty())
         return apply_status{apply_kind::filtered};
@@ -312,12 +414,11 @@ private:
 };
 
 template <class In, class F>
-class sink_instance final : public stage_instance {
+class sink_instance final : public typed_instance<In, sink_instance<In, F>> {
 public:
   explicit sink_instance(F f) : f_(std::move(f)) {}
 
-  apply_status apply(batch_base& in, size_t i, batch_base&, item_context& ctx) override {
-    auto& src = static_cast<batch<In>&>(in);
+  apply_status apply_one(batch<In>& src, size_t i, batch_base&, item_context& ctx) {
     return invoke_stage(f_, src.values[i], ctx, [] { return apply_status{apply_kind::succeeded}; });
   }
 
@@ -326,12 +427,11 @@ private:
 };
 
 template <class In>
-class group_instance final : public stage_instance {
+class group_instance final : public typed_instance<In, group_instance<In>> {
 public:
   explicit group_instance(size_t size) : size_(size) { group_.reserve(size); }
 
-  apply_status apply(batch_base& in, size_t i, batch_base& out, item_context& ctx) override {
-    auto& src = static_cast<batch<In>&>(in);
+  apply_status apply_one(batch<In>& src, size_t i, batch_base& out, item_context& ctx) {
     if (group_.empty())
       first_ = ctx.derive();
     group_.push_back(std::move(src.values[i]));
@@ -340,7 +440,7 @@ public:
     return {apply_kind::consumed, emit(out)};
   }
 
-  uint32_t flush(batch_base& out, item_context&) override { return group_.empty() ? 0 : emit(out); }
+  uint32_t flush(batch_base& out) override { return group_.empty() ? 0 : emit(out); }
 
   size_t pending() const noexcept override { return group_.size(); }
 
@@ -353,7 +453,7 @@ private:
   }
 
   size_t size_;
-  envelope first_;
+  item_key first_;
   std::vector<In> group_;
 };
 
