@@ -38,45 +38,6 @@ decider decider::standard() {
   return always(directive::restart);
 }
 
-decider::impl& decider::mutable_impl() {
-  if (!impl_)
-    impl_ = std::make_shared<impl>();
-  else if (impl_.use_count() > 1)
-    impl_ = std::make_shared<impl>(*impl_); // copies stay independent
-  return *impl_;
-}
-
-decider& decider::on(code c, directive d) {
-  return on_if([c](const error& err) { return is(err, c); }, d);
-}
-
-decider& decider::on_category(std::string name, directive d) {
-  return on_if(
-      [name = std::move(name)](const error& err) {
-        return !walk(err, [&](const error& n) { return n.category() != name; });
-      },
-      d);
-}
-
-decider& decider::on_if(predicate test, directive d) {
-  mutable_impl().rules.push_back(rule{std::move(test), d});
-  return *this;
-}
-
-decider& decider::otherwise(directive d) {
-  mutable_impl().fallback = d;
-  return *this;
-}
-
-directive decider::operator()(const error& failure) const {
-  if (!impl_)
-    return directive::restart;
-  for (const auto& r : impl_->rules)
-    if (r.test(failure))
-      return r.answer;
-  return impl_->fallback;
-}
-
 // -- specs --------------------------------------------------------------------
 
 std::string_view to_string(restart_type x) noexcept {

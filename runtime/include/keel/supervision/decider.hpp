@@ -21,6 +21,7 @@
 /// every failure, as Erlang/OTP and Akka classic do.
 
 #include "keel/error/error.hpp"
+#include "keel/error/rules.hpp"
 
 #include <cstdint>
 #include <functional>
@@ -64,48 +65,56 @@ public:
   static decider standard();
 
   /// Rule: any node of the failure has canonical code `c`.
-  decider& on(code c, directive d);
+  decider& on(code c, directive d) {
+    rules_.on(c, d);
+    return *this;
+  }
 
   /// Rule: any node of the failure has application code `e`.
   template <error_code_enum_type E>
   decider& on(E e, directive d) {
-    return on_if([e](const error& err) { return is(err, e); }, d);
+    rules_.on(e, d);
+    return *this;
   }
 
   /// Rule: any node of the failure belongs to the category named `name`.
-  decider& on_category(std::string name, directive d);
+  decider& on_category(std::string name, directive d) {
+    rules_.on_category(std::move(name), d);
+    return *this;
+  }
 
   /// Rule: the failure carries a detail of type `T` (e.g. `panic_info` for
   /// exceptions).
   template <detail_type T>
   decider& on_detail(directive d) {
-    return on_if([](const error& err) { return as<T>(err).has_value(); }, d);
+    rules_.template on_detail<T>(d);
+    return *this;
   }
 
   /// Rule: an arbitrary test.
-  decider& on_if(predicate test, directive d);
+  decider& on_if(predicate test, directive d) {
+    rules_.on_if(std::move(test), d);
+    return *this;
+  }
 
   /// The answer when no rule matched (without one, `restart`).
-  decider& otherwise(directive d);
+  decider& otherwise(directive d) {
+    rules_.otherwise(d);
+    return *this;
+  }
 
   /// True when the decider has rules or a fallback (it does not inherit).
-  bool defined() const noexcept { return impl_ != nullptr; }
+  bool defined() const noexcept { return rules_.defined(); }
 
   /// Applies the rules to `failure`.
-  directive operator()(const error& failure) const;
+  directive operator()(const error& failure) const {
+    if (auto d = rules_.match(failure))
+      return *d;
+    return rules_.fallback().value_or(directive::restart);
+  }
 
 private:
-  struct rule {
-    predicate test;
-    directive answer;
-  };
-  struct impl {
-    std::vector<rule> rules;
-    directive fallback = directive::restart;
-  };
-  impl& mutable_impl();
-
-  std::shared_ptr<impl> impl_;
+  error_rules<directive> rules_;
 };
 
 } // namespace keel
