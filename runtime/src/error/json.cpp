@@ -2,6 +2,8 @@
 
 #include "keel/error/json.hpp"
 
+#include "detail/json_fields.hpp"
+
 #include <boost/json.hpp>
 
 #include "keel/error/detail.hpp"
@@ -383,8 +385,13 @@ std::string detail_traits<std_error_info>::to_string(const std_error_info& x) {
   return "std::error_code " + x.category + ":" + std::to_string(x.value);
 }
 
-// Shared with panic.cpp's traits through these two helpers.
+// Shared with panic.cpp and the configuration readers (src/detail/json_fields.hpp).
 namespace detail {
+
+expected<int64_t> json_int_field(const json::object& o, std::string_view key,
+                                 const std::string& path, int64_t lo, int64_t hi, bool& missing) {
+  return int_field(o, key, path, lo, hi, missing);
+}
 
 expected<std::string> json_string_field(const json::object& o, std::string_view key,
                                         const std::string& path, bool required) {

@@ -16,18 +16,11 @@
 
 #include "keel/error/expected.hpp"
 
+#include "detail/json_fields.hpp"
+
 namespace keel {
 
 namespace json = boost::json;
-
-namespace detail {
-
-// Defined in json.cpp.
-expected<std::string> json_string_field(const json::object& o, std::string_view key,
-                                        const std::string& path, bool required);
-error json_bad_field(const std::string& path, std::string_view expected, const json::value& got);
-
-} // namespace detail
 
 // -- stack_trace ------------------------------------------------------------------
 

@@ -1516,6 +1516,29 @@ caf::behavior coordinator_fun(coordinator_actor* self, std::shared_ptr<run_share
   };
 }
 
+/// Applies `config.stages` to the plan's stages.
+error apply_overrides(run_plan& plan) {
+  for (auto& [name, o] : plan.config.stages) {
+    auto it = std::find_if(plan.stages.begin(), plan.stages.end(),
+                           [&](const stage_def& d) { return d.name == name; });
+    if (it == plan.stages.end())
+      return invalid_argument_error("run " + plan.config.name + ": configuration for stage \""
+                                    + name + "\", which the pipeline does not have");
+    auto& opts = it->options;
+    if (o.workers)
+      opts.workers = *o.workers;
+    if (o.ordered)
+      opts.ordered = *o.ordered;
+    if (o.credit)
+      opts.credit = *o.credit;
+    if (o.retry)
+      opts.retry = *o.retry;
+    if (o.policy)
+      opts.policy = *o.policy;
+  }
+  return {};
+}
+
 error validate(const run_plan& plan) {
   const auto& c = plan.config;
   if (c.batch_size == 0)
@@ -1554,7 +1577,10 @@ namespace keel {
 std::shared_ptr<run_control> start_run(caf::actor_system& sys, run_plan plan) {
   using namespace pipeline_detail;
   auto ctl = std::make_shared<control_impl>(sys);
-  if (auto err = validate(plan)) {
+  auto err = apply_overrides(plan);
+  if (!err)
+    err = validate(plan);
+  if (err) {
     run_report r;
     r.name = plan.config.name;
     r.error = std::move(err);

@@ -71,6 +71,16 @@ public:
     return *this;
   }
 
+  /// Puts `other`'s rules before this table's (its fallback is ignored).
+  error_rules& prepend(const error_rules& other) {
+    if (!other.impl_ || other.impl_->rules.empty())
+      return *this;
+    auto first = other.impl_->rules; // copy first: `other` may be `*this`
+    auto& rs = mutable_impl().rules;
+    rs.insert(rs.begin(), first.begin(), first.end());
+    return *this;
+  }
+
   /// Whether any rule or fallback was set.
   bool defined() const noexcept { return impl_ != nullptr; }
 

@@ -103,6 +103,13 @@ public:
     return *this;
   }
 
+  /// Puts `first`'s rules before this policy's (its mode is ignored), e.g.
+  /// rules from a configuration file ahead of the mode's defaults.
+  error_policy& prepend(const error_policy& first) {
+    rules_.prepend(first.rules_);
+    return *this;
+  }
+
   /// The class of `err` under this policy.
   error_class classify(const error& err) const { return rules_(err); }
 

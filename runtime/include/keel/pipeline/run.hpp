@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,6 +44,17 @@ struct run_progress {
   uint64_t ended = 0;
   uint64_t failed = 0;
   std::chrono::nanoseconds elapsed{0};
+};
+
+/// Options that replace a stage's own (set in code) when present; from
+/// configuration files (see config.hpp), so operators can tune a pipeline
+/// without rebuilding it.
+struct stage_overrides {
+  std::optional<uint32_t> workers;
+  std::optional<bool> ordered;
+  std::optional<uint32_t> credit;
+  std::optional<retry_policy> retry;
+  std::optional<error_policy> policy;
 };
 
 /// Configuration of a run. Every field has a default.
@@ -80,6 +92,9 @@ struct run_config {
   uint64_t seed = 0;
   /// Trace context of the run; when not valid, a trace id is made from the seed.
   trace_context trace;
+  /// Per-stage overrides by stage name; a name no stage has fails the run
+  /// with `invalid_argument`.
+  std::map<std::string, stage_overrides> stages;
 };
 
 /// Reads items for a source.
