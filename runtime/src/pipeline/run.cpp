@@ -100,7 +100,26 @@ uint64_t mix(uint64_t x) noexcept {
 struct run_shared {
   run_config config;
   std::vector<stage_def> stages;
+  /// Set (after `reason`) when the run is cancelled, so that a worker in the
+  /// middle of a batch stops without waiting for its cancel message.
   std::atomic<bool> cancelled{false};
+  std::mutex reason_mtx;
+  error reason;
+
+  void cancel(const error& why) {
+    {
+      std::lock_guard<std::mutex> g{reason_mtx};
+      if (!reason)
+        reason = why;
+    }
+    cancelled.store(true, std::memory_order_release);
+  }
+
+  error cancel_reason() {
+    std::lock_guard<std::mutex> g{reason_mtx};
+    return reason;
+  }
+
   std::atomic<uint64_t> next_created_id{uint64_t{1} << 63};
   std::atomic<uint64_t> items_seen{0};
   std::atomic<uint64_t> retries_used{0};
@@ -387,6 +406,10 @@ struct worker_state final : item_observer {
     b.partial->trace = b.trace;
     instance->run(b, *b.partial, *ctx, *this, t, sampler);
     flush_tally();
+    if (b.cursor < b.size()) { // stopped by the run's cancellation
+      on_cancel(run->cancel_reason());
+      cancel_rest(b);
+    }
   }
 
   // -- item_observer ---------------------------------------------------------------
@@ -1215,7 +1238,7 @@ void cancel_all(coordinator_actor* self, error reason) {
   if (st.cancel_reason)
     return;
   st.cancel_reason = std::move(reason);
-  st.run->cancelled.store(true, std::memory_order_relaxed);
+  st.run->cancel(st.cancel_reason);
   self->send<caf::message_priority::high>(st.source, kp_cancel_atom::value, st.cancel_reason);
   for (auto& n : st.nodes)
     if (n.handle)

@@ -183,7 +183,8 @@ public:
 
   /// Applies the stage to the items of `in` from its cursor on, appending
   /// outputs to `out`. Rethrows a stage function's exception after telling
-  /// `obs`; the cursor is then past the item that threw.
+  /// `obs`; the cursor is then past the item that threw. Stops early, with the
+  /// cursor at the first item not processed, once the run is cancelled.
   virtual void run(batch_base& in, batch_base& out, item_context& ctx, item_observer& obs,
                    apply_tally& t, latency_sampler& s) = 0;
 
@@ -317,6 +318,10 @@ public:
     auto& src = static_cast<batch<In>&>(in);
     const size_t n = src.values.size();
     for (size_t i = src.cursor; i < n; ++i) {
+      if (ctx.cancelled()) { // the rest of the batch ends as cancelled
+        src.cursor = i;
+        return;
+      }
       ctx.reset(&src, &src.keys[i]);
       const bool timed = s.tick();
       const auto t0 =
