@@ -127,6 +127,12 @@ struct run_shared {
   uint64_t seed = 0;
 };
 
+error deadline_error(const run_shared& run) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*run.config.deadline);
+  return deadline_exceeded_error("run " + run.config.name + " exceeded its "
+                                 + std::to_string(ms.count()) + "ms deadline");
+}
+
 /// What one node recorded; guarded by `mtx` so the coordinator can read it
 /// while the run goes on (progress) and after the node has gone.
 struct node_record {
@@ -406,7 +412,12 @@ struct worker_state final : item_observer {
     b.partial->trace = b.trace;
     instance->run(b, *b.partial, *ctx, *this, t, sampler);
     flush_tally();
-    if (b.cursor < b.size()) { // stopped by the run's cancellation
+    if (b.cursor < b.size()) { // stopped by the run's cancellation or deadline
+      if (ctx->take_deadline_hit()) {
+        run->cancel(deadline_error(*run));
+        if (auto c = caf::actor_cast<caf::actor>(coordinator))
+          self->send<caf::message_priority::high>(c, kp_dline_atom::value);
+      }
       on_cancel(run->cancel_reason());
       cancel_rest(b);
     }
@@ -999,6 +1010,10 @@ public:
   void cancel(error reason) override {
     if (!reason)
       reason = cancelled_error("run cancelled by the caller");
+    // Workers busy with slow items see the flag at once, even when the
+    // coordinator cannot be scheduled; the coordinator then tells the rest.
+    if (auto run = run_.lock())
+      run->cancel(reason);
     if (coordinator_)
       caf::anon_send<caf::message_priority::high>(coordinator_, kp_cancel_atom::value,
                                                   std::move(reason));
@@ -1064,6 +1079,8 @@ public:
 
   // -- runtime side ---------------------------------------------------------------
 
+  void set_run(const std::shared_ptr<run_shared>& run) { run_ = run; }
+
   void set_actors(caf::actor coordinator, caf::actor source, bool feeder) {
     coordinator_ = std::move(coordinator);
     if (feeder)
@@ -1099,6 +1116,7 @@ private:
   }
 
   caf::actor_system* sys_;
+  std::weak_ptr<run_shared> run_;
   caf::actor coordinator_;
   caf::actor source_;
   mutable std::mutex mtx_;
@@ -1237,8 +1255,10 @@ void cancel_all(coordinator_actor* self, error reason) {
   auto& st = self->state;
   if (st.cancel_reason)
     return;
-  st.cancel_reason = std::move(reason);
-  st.run->cancel(st.cancel_reason);
+  // Whoever cancelled first (caller, deadline, critical error) gives the
+  // reason everyone uses.
+  st.run->cancel(reason);
+  st.cancel_reason = st.run->cancel_reason();
   self->send<caf::message_priority::high>(st.source, kp_cancel_atom::value, st.cancel_reason);
   for (auto& n : st.nodes)
     if (n.handle)
@@ -1523,11 +1543,9 @@ caf::behavior coordinator_fun(coordinator_actor* self, std::shared_ptr<run_share
                               "run " + st.run->config.name + " cancelled after a critical error"));
       },
       [self](kp_cancel_atom, error& reason) { cancel_all(self, std::move(reason)); },
-      [self](kp_dline_atom) {
+      [self](kp_dline_atom) { // from the timer, or from a worker that saw the clock
         auto& st = self->state;
-        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*st.run->config.deadline);
-        cancel_all(self, deadline_exceeded_error("run " + st.run->config.name + " exceeded its "
-                                                 + std::to_string(ms.count()) + "ms deadline"));
+        cancel_all(self, deadline_error(*st.run));
       },
       [self](kp_prog_atom) {
         auto& st = self->state;
@@ -1662,6 +1680,7 @@ std::shared_ptr<run_control> start_run(caf::actor_system& sys, run_plan plan) {
   auto coordinator = sys.spawn(coordinator_fun, run, ctl, std::move(plan.outputs), source,
                                std::move(source_record), std::make_shared<node_record>(),
                                std::move(workers), std::move(reseqs));
+  ctl->set_run(run);
   ctl->set_actors(std::move(coordinator), std::move(source), feeder);
   return ctl;
 }

@@ -85,6 +85,22 @@ public:
       : stage_(stage), stage_number_(stage_number), worker_(worker), cancel_(cancel),
         next_id_(next_id), deadline_(deadline), salt_(salt) {}
 
+  /// Whether the loop over a batch should stop: the run was cancelled, or its
+  /// deadline passed (checked on the clock every 8 items, so that a worker
+  /// busy with slow items notices it even when the coordinator cannot run).
+  bool should_stop() noexcept {
+    if (cancel_->load(std::memory_order_relaxed))
+      return true;
+    if (deadline_ && (++clock_tick_ & 7) == 0 && std::chrono::steady_clock::now() >= *deadline_) {
+      deadline_hit_ = true;
+      return true;
+    }
+    return false;
+  }
+
+  /// Whether `should_stop` saw the deadline pass (cleared by the call).
+  bool take_deadline_hit() noexcept { return std::exchange(deadline_hit_, false); }
+
   /// Points the context at item `k` of `b`.
   void reset(const batch_base* b, const item_key* k) noexcept {
     batch_ = b;
@@ -110,6 +126,8 @@ private:
   std::atomic<uint64_t>* next_id_;
   std::optional<std::chrono::steady_clock::time_point> deadline_;
   uint64_t salt_;
+  uint32_t clock_tick_ = 0;
+  bool deadline_hit_ = false;
   mutable envelope cache_;
   mutable bool cached_ = false;
 };
@@ -318,7 +336,7 @@ public:
     auto& src = static_cast<batch<In>&>(in);
     const size_t n = src.values.size();
     for (size_t i = src.cursor; i < n; ++i) {
-      if (ctx.cancelled()) { // the rest of the batch ends as cancelled
+      if (ctx.should_stop()) { // the rest of the batch ends as cancelled
         src.cursor = i;
         return;
       }
