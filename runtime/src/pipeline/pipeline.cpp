@@ -264,15 +264,16 @@ std::string human(std::chrono::nanoseconds d) {
 std::string run_report::summary() const {
   std::ostringstream os;
   const auto& c = counts;
-  os << "run " << name << ": "
-     << (!error      ? "ok"
-         : cancelled ? "cancelled"
-                     : "failed")
-     << " in " << human(duration) << "\n  items: " << c.total() << " (" << c.from_source
-     << " from the source, " << c.created << " made by stages): " << c.succeeded << " succeeded, "
-     << c.failed << " failed, " << c.dead_lettered << " dead-lettered, " << c.skipped
-     << " skipped, " << c.filtered << " filtered, " << c.cancelled << " cancelled, " << c.consumed
-     << " consumed";
+  const char* outcome = !error        ? "ok"
+                        : cancelled   ? "cancelled"
+                        : failed_fast ? "failed fast"
+                        : c.lost > 0  ? "aborted"
+                                      : "completed with item errors";
+  os << "run " << name << ": " << outcome << " in " << human(duration) << "\n  items: " << c.total()
+     << " (" << c.from_source << " from the source, " << c.created
+     << " made by stages): " << c.succeeded << " succeeded, " << c.failed << " failed, "
+     << c.dead_lettered << " dead-lettered, " << c.skipped << " skipped, " << c.filtered
+     << " filtered, " << c.cancelled << " cancelled, " << c.consumed << " consumed";
   if (c.lost > 0)
     os << ", " << c.lost << " LOST";
   if (c.not_started > 0)

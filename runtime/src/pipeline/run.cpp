@@ -1360,6 +1360,7 @@ run_report make_report(coordinator_state& st) {
     r.error = st.sup_exit;
   } else if (st.first_error) {
     r.error = st.first_error;
+    r.failed_fast = true;
   } else if (st.cancel_reason) {
     r.error = st.cancel_reason;
     r.cancelled = true;

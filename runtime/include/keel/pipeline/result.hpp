@@ -144,7 +144,10 @@ struct run_report {
   /// join of item errors (capped, with a "(N more errors)" marker); a
   /// cancelled run returns `cancelled` or `deadline_exceeded` wrapping it.
   keel::error error;
+  /// True when the caller or the deadline cancelled the run.
   bool cancelled = false;
+  /// True when a critical item error ended the run (fail fast); `error` is it.
+  bool failed_fast = false;
   run_counts counts;
   std::vector<item_failure> failures;
   std::vector<dead_item> dead_letters;
