@@ -1,3 +1,5 @@
+#include "helpers.hpp"
+
 #include "keel/error.hpp"
 #include "keel/pipeline.hpp"
 
@@ -11,12 +13,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct config : caf::actor_system_config {
-  config() {
-    keel::add_error_types(*this);
-    set("scheduler.max-threads", 2);
-  }
-};
+using keel_test::config;
 
 TEST(PipelineSmoke, MapFilterCollect) {
   config cfg;

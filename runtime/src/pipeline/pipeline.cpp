@@ -143,8 +143,8 @@ std::string_view to_string(stage_kind x) noexcept {
   return "unknown";
 }
 
-error_policy::error_policy(policy_mode m, error_rules<error_class> r)
-    : mode_(m), rules_(std::move(r)) {}
+error_policy::error_policy(policy_mode m, error_rules<error_class> defaults)
+    : mode_(m), defaults_(std::move(defaults)) {}
 
 error_policy::error_policy() : error_policy(collect_all()) {}
 
@@ -168,11 +168,12 @@ error_policy error_policy::hybrid() {
 bool retry_policy::retryable_error(const error& err) const {
   if (!err || max_attempts <= 1)
     return false;
-  if (retryable.empty()) {
-    auto c = err.code();
+  // The top-level code: the classification at the last boundary decides,
+  // for the default set and for an explicit list alike.
+  auto c = err.code();
+  if (retryable.empty())
     return retry_advice_of(c) == retry_advice::retry_call || c == code::aborted || c == code::panic;
-  }
-  return std::any_of(retryable.begin(), retryable.end(), [&](code c) { return is(err, c); });
+  return std::find(retryable.begin(), retryable.end(), c) != retryable.end();
 }
 
 std::chrono::nanoseconds retry_policy::delay(uint32_t next_attempt, std::mt19937_64& rng) const {
@@ -183,7 +184,7 @@ std::chrono::nanoseconds retry_policy::delay(uint32_t next_attempt, std::mt19937
     std::uniform_real_distribution<double> u{0.0, 1.0};
     d *= 1.0 - std::min(jitter, 1.0) * u(rng);
   }
-  return std::chrono::nanoseconds{static_cast<int64_t>(std::max(0.0, d))};
+  return std::chrono::nanoseconds{static_cast<int64_t>(std::clamp(d, 0.0, 0x1p62))};
 }
 
 // -- latency_histogram ------------------------------------------------------------
@@ -267,7 +268,7 @@ std::string run_report::summary() const {
   const char* outcome = !error        ? "ok"
                         : cancelled   ? "cancelled"
                         : failed_fast ? "failed fast"
-                        : c.lost > 0  ? "aborted"
+                        : aborted     ? "aborted"
                                       : "completed with item errors";
   os << "run " << name << ": " << outcome << " in " << human(duration) << "\n  items: " << c.total()
      << " (" << c.from_source << " from the source, " << c.created

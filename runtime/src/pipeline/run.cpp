@@ -120,7 +120,7 @@ struct run_shared {
     return reason;
   }
 
-  std::atomic<uint64_t> next_created_id{uint64_t{1} << 63};
+  std::atomic<uint64_t> next_created_id{0};
   std::atomic<uint64_t> items_seen{0};
   std::atomic<uint64_t> retries_used{0};
   std::optional<clock_type::time_point> deadline;
@@ -565,6 +565,7 @@ struct worker_state final : item_observer {
     if (def->kind != stage_kind::group || !instance || instance->pending() == 0)
       return;
     std::shared_ptr<batch_base> b{make_output(1)};
+    b->trace = run->config.trace;
     auto n = instance->flush(*b);
     b->ordered = false;
     {
@@ -873,7 +874,8 @@ struct source_state {
           fail(make_panic_error(std::current_exception()));
         }
       }
-      while (!exhausted && !cancel_reason && out.has_credit()) {
+      while (!exhausted && !cancel_reason && !run->cancelled.load(std::memory_order_relaxed)
+             && out.has_credit()) {
         std::shared_ptr<batch_base> b{make_batch(n)};
         bool more = false;
         try {
@@ -918,6 +920,12 @@ struct source_state {
     {
       std::lock_guard<std::mutex> g{record->mtx};
       record->peak_next = out.peak();
+      if (cancel_reason && !cursor && open) {
+        try { // cancelled before the first read: count the inputs not started
+          cursor = open();
+        } catch (...) {
+        }
+      }
       if (cursor && cancel_reason)
         if (auto left = cursor->remaining())
           record->not_started = *left;
@@ -1358,11 +1366,13 @@ run_report make_report(coordinator_state& st) {
   std::sort(r.cancelled_items.begin(), r.cancelled_items.end(), by_item);
   if (st.sup_exit) {
     r.error = st.sup_exit;
+    r.aborted = true;
   } else if (st.first_error) {
     r.error = st.first_error;
     r.failed_fast = true;
-  } else if (st.cancel_reason) {
-    r.error = st.cancel_reason;
+  } else if (auto why = st.cancel_reason ? st.cancel_reason : st.run->cancel_reason()) {
+    // (The caller's flag may have ended the run before its message arrived.)
+    r.error = std::move(why);
     r.cancelled = true;
   } else {
     error_buffer buf{std::max<size_t>(1, st.run->config.max_errors)};
@@ -1598,6 +1608,8 @@ error validate(const run_plan& plan) {
       return invalid_argument_error(where + "workers must be at least 1");
     if (s.kind == stage_kind::group && s.options.workers != 1)
       return invalid_argument_error(where + "a batch stage runs on one worker");
+    if (s.options.retry && s.options.retry->max_attempts == 0)
+      return invalid_argument_error(where + "retry.max_attempts must be at least 1");
     if (s.kind == stage_kind::sink && i + 1 != plan.stages.size())
       return invalid_argument_error(where + "a sink must be the last stage");
     if (!s.make || !s.make_output)

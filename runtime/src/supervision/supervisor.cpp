@@ -198,6 +198,9 @@ public:
     }
     inner_ = caf::behavior{};
     setup_.supervisor = nullptr;
+    // The factory's closure may hold state that refers to other actors (a
+    // pipeline worker's links); a terminated cell must not keep it alive.
+    setup_.factory = nullptr;
   }
 
 private:
@@ -526,6 +529,9 @@ public:
       if (c.handle)
         send_exit(c.handle, caf::exit_reason::kill);
     children_.clear();
+    // A pending kill timer keeps this (terminated) actor object around for
+    // a while; the child specs and their factories must not stay with it.
+    conf_.reset();
   }
 
 private:

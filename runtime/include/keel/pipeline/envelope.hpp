@@ -60,15 +60,16 @@ struct trace_context {
 /// (`item_context::item()`).
 struct envelope {
   /// Unique within a run. Source items are numbered 0, 1, 2... in input order;
-  /// items made by a stage (flat-map children, groups) get ids with the top bit set.
+  /// items made by a stage (flat-map children, groups) get ids with the top bit
+  /// set and the making stage's number (1 = first stage) in bits 56..62.
   uint64_t id = 0;
   /// Input position of the source item this item derives from (orders results).
   uint64_t origin = 0;
   /// 1 for the first attempt at the current stage.
   uint32_t attempt = 1;
   /// The item's span at the current stage; its parent is the item's span at
-  /// the previous stage (for items made by a stage: the span of the source
-  /// item at that stage).
+  /// the previous stage (for an item made by the previous stage: the span of
+  /// its source item there).
   trace_context trace;
 };
 

@@ -58,8 +58,8 @@ enum class policy_mode : uint8_t {
 
 std::string_view to_string(policy_mode x) noexcept;
 
-/// Classifies item errors. The mode gives the fallback class; rules added
-/// with `on*` take precedence, first match wins.
+/// Classifies item errors. Rules added with `on*` are tried first, first
+/// match wins; then the mode's defaults (hybrid's table) and fallback class.
 class error_policy {
 public:
   /// Every error is critical (unless a rule says otherwise).
@@ -111,17 +111,23 @@ public:
   }
 
   /// The class of `err` under this policy.
-  error_class classify(const error& err) const { return rules_(err); }
+  error_class classify(const error& err) const {
+    if (auto x = rules_.match(err))
+      return *x;
+    return defaults_(err);
+  }
 
-  /// The class of `err` if one of this policy's explicit rules matches;
-  /// used for per-stage overrides, which fall back to the run's policy.
+  /// The class of `err` if one of the rules added with `on*` matches (not
+  /// the mode's defaults); used for per-stage overrides, which fall back to
+  /// the run's policy.
   std::optional<error_class> match(const error& err) const { return rules_.match(err); }
 
 private:
-  explicit error_policy(policy_mode m, error_rules<error_class> r);
+  explicit error_policy(policy_mode m, error_rules<error_class> defaults);
 
   policy_mode mode_;
-  error_rules<error_class> rules_;
+  error_rules<error_class> rules_;    // added with on*: tried first
+  error_rules<error_class> defaults_; // the mode's rules and fallback
 };
 
 /// Per-item retries with exponential backoff and jitter.

@@ -140,14 +140,18 @@ struct run_counts {
 /// Everything about a finished run except the output values.
 struct run_report {
   std::string name;
-  /// Empty on success. Fail-fast: the first critical error. Otherwise: the
-  /// join of item errors (capped, with a "(N more errors)" marker); a
-  /// cancelled run returns `cancelled` or `deadline_exceeded` wrapping it.
+  /// Empty on success. Fail-fast: the first critical error. Cancelled: the
+  /// cancel reason (`cancelled`, `deadline_exceeded`, or the caller's);
+  /// item failures are still in `failures`. Aborted: the supervisor's
+  /// escalation. Otherwise: the join of item errors (capped, with a
+  /// "(N more errors)" marker).
   keel::error error;
   /// True when the caller or the deadline cancelled the run.
   bool cancelled = false;
   /// True when a critical item error ended the run (fail fast); `error` is it.
   bool failed_fast = false;
+  /// True when the stage supervisor escalated (restart intensity exceeded).
+  bool aborted = false;
   run_counts counts;
   std::vector<item_failure> failures;
   std::vector<dead_item> dead_letters;

@@ -46,9 +46,12 @@ public:
       cache_.origin = key_->origin;
       cache_.attempt = batch_->attempt;
       cache_.trace = batch_->trace;
-      cache_.trace.parent_span_id = stage_number_ == 1
-                                        ? span_id_of(salt_, key_->id, 0)
-                                        : span_id_of(salt_, key_->id, stage_number_ - 1);
+      // An item made at the previous stage (its id says where) has the span
+      // of the source item at that stage as parent.
+      const bool made_there =
+          (key_->id >> 63) != 0 && ((key_->id >> 56) & 0x7F) == ((stage_number_ - 1) & 0x7F);
+      cache_.trace.parent_span_id =
+          span_id_of(salt_, made_there ? key_->origin : key_->id, stage_number_ - 1);
       cache_.trace.span_id = span_id_of(salt_, key_->id, stage_number_);
       cached_ = true;
     }
@@ -111,9 +114,11 @@ public:
   /// The key of an output that continues this item.
   item_key forward() const noexcept { return *key_; }
 
-  /// The key of a new item derived from this one (a fresh id, same origin).
+  /// The key of a new item derived from this one: a fresh id (top bit set,
+  /// this stage's number in bits 56..62, a run-wide counter below), same origin.
   item_key derive() const noexcept {
-    return {next_id_->fetch_add(1, std::memory_order_relaxed), key_->origin};
+    auto n = next_id_->fetch_add(1, std::memory_order_relaxed) & ((uint64_t{1} << 56) - 1);
+    return {uint64_t{1} << 63 | uint64_t{stage_number_ & 0x7F} << 56 | n, key_->origin};
   }
 
 private:
