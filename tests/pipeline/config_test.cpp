@@ -94,6 +94,11 @@ struct bad_case {
   const char* message;
 };
 
+// Test names show what each case expects (not the bytes of two pointers).
+void PrintTo(const bad_case& c, std::ostream* os) {
+  *os << c.message;
+}
+
 class RunConfigJsonBad : public testing::TestWithParam<bad_case> {};
 
 TEST_P(RunConfigJsonBad, NamesTheProblem) {
