@@ -843,10 +843,8 @@ struct source_state {
   bool feeder() const noexcept { return !open; }
 
   void stamp(batch_base& b) {
-    for (size_t i = 0; i < b.size(); ++i) {
-      auto& k = b.key(i);
+    for (auto& k : b.keys)
       k.id = k.origin = next_index++;
-    }
     b.attempt = 1;
     b.trace = run->config.trace;
     b.seq = next_seq++;

@@ -99,10 +99,11 @@ public:
   virtual ~batch_base() = default;
 
   /// Number of items.
-  virtual size_t size() const noexcept = 0;
+  size_t size() const noexcept { return keys.size(); }
 
   /// The key of item `i`.
-  virtual item_key& key(size_t i) noexcept = 0;
+  item_key& key(size_t i) noexcept { return keys[i]; }
+  const item_key& key(size_t i) const noexcept { return keys[i]; }
 
   /// An empty batch of the same item type with room for `n` items.
   virtual std::unique_ptr<batch_base> make_empty(size_t n) const = 0;
@@ -115,6 +116,10 @@ public:
 
   /// Removes every item.
   virtual void clear() noexcept = 0;
+
+  /// The items' keys, one per item (in the base, so that the runtime reads
+  /// and stamps them without knowing the item type).
+  std::vector<item_key> keys;
 
   // -- shared by the batch's items ----------------------------------------------
 
@@ -146,10 +151,6 @@ public:
     values.reserve(n);
   }
 
-  size_t size() const noexcept override { return values.size(); }
-
-  item_key& key(size_t i) noexcept override { return keys[i]; }
-
   std::unique_ptr<batch_base> make_empty(size_t n) const override {
     return std::make_unique<batch<T>>(n);
   }
@@ -177,7 +178,6 @@ public:
     values.push_back(std::move(value));
   }
 
-  std::vector<item_key> keys;
   std::vector<T> values;
 };
 

@@ -177,12 +177,14 @@ struct latency_sampler {
   uint32_t countdown = 0;
   std::vector<std::chrono::steady_clock::duration> samples;
 
-  bool tick() noexcept {
-    if (countdown > 0) {
-      --countdown;
+  /// Whether the next item is timed, given the items left before the next
+  /// sample (`countdown`, advanced; a copy the caller keeps in a register).
+  bool due(uint32_t& left) const noexcept {
+    if (left > 0) {
+      --left;
       return false;
     }
-    countdown = every > 0 ? every - 1 : 0;
+    left = every > 0 ? every - 1 : 0;
     return true;
   }
 };
@@ -340,13 +342,33 @@ public:
            latency_sampler& s) final {
     auto& src = static_cast<batch<In>&>(in);
     const size_t n = src.values.size();
+    // Counts and the sampler's countdown live in locals (registers) for the
+    // loop: through `t` and `s` the compiler would store them on every item,
+    // as an output pushed to `out` might alias them. Written back on every
+    // way out, exceptions included.
+    struct locals {
+      apply_tally& t;
+      latency_sampler& s;
+      apply_tally counts;
+      uint32_t countdown;
+      void commit() noexcept {
+        t.out += counts.out;
+        t.filtered += counts.filtered;
+        t.consumed += counts.consumed;
+        t.created += counts.created;
+        t.succeeded += counts.succeeded;
+        counts = {};
+        s.countdown = countdown;
+      }
+      ~locals() { commit(); }
+    } l{t, s, {}, s.countdown};
     for (size_t i = src.cursor; i < n; ++i) {
       if (ctx.should_stop()) { // the rest of the batch ends as cancelled
         src.cursor = i;
         return;
       }
       ctx.reset(&src, &src.keys[i]);
-      const bool timed = s.tick();
+      const bool timed = s.due(l.countdown);
       const auto t0 =
           timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       apply_status st;
@@ -354,6 +376,7 @@ public:
         st = static_cast<Derived&>(*this).apply_one(src, i, out, ctx);
       } catch (...) {
         src.cursor = i + 1;
+        l.commit(); // the observer records the counts so far
         obs.crashed(src, i, std::current_exception());
         throw;
       }
@@ -361,18 +384,18 @@ public:
         s.samples.push_back(std::chrono::steady_clock::now() - t0);
       switch (st.kind) {
         case apply_kind::emitted:
-          ++t.out;
+          ++l.counts.out;
           break;
         case apply_kind::filtered:
-          ++t.filtered;
+          ++l.counts.filtered;
           break;
         case apply_kind::consumed:
-          ++t.consumed;
-          t.created += st.created;
-          t.out += st.created;
+          ++l.counts.consumed;
+          l.counts.created += st.created;
+          l.counts.out += st.created;
           break;
         case apply_kind::succeeded:
-          ++t.succeeded;
+          ++l.counts.succeeded;
           break;
         case apply_kind::failed:
           src.cursor = i + 1;
