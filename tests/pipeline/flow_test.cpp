@@ -181,6 +181,60 @@ TEST_F(PipelineOrdering, RetriedItemsLeaveTheOrderButNoneIsLostOrRepeated) {
   expect_accounted(r, n);
 }
 
+// Regression: a filter that empties whole batches sends empty batches to the
+// resequencer of the next (ordered) stage; they must not hold up the order.
+TEST_F(PipelineOrdering, EmptyBatchesBeforeAnOrderedStageDoNotStallIt) {
+  constexpr int n = 1000;
+  keel::run_config c;
+  c.batch_size = 10;
+  auto h = keel::pipeline_from(iota(n))
+               .filter("late half", [](int x) { return x >= n / 2 || x % 97 == 0; })
+               .map(
+                   "work", [](int x) { return x + 1; },
+                   keel::stage_options{}.with_workers(3).with_ordered())
+               .start(sys, c);
+  auto r = finish(h, 20s);
+  EXPECT_FALSE(r.error) << r.summary();
+  std::vector<int> expected;
+  for (int x = 0; x < n; ++x)
+    if (x >= n / 2 || x % 97 == 0)
+      expected.push_back(x + 1);
+  EXPECT_EQ(r.outputs, expected);
+  expect_accounted(r, n);
+}
+
+// Regression: a cancel that reaches an ordered stage's resequencer before its
+// wiring (or between two ordered stages, while items are still arriving) must
+// still end the run, with every item accounted for.
+TEST_F(PipelineOrdering, CancellingOrderedStagesAtAnyMomentEndsTheRun) {
+  for (int round = 0; round < 40; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    keel::run_config c;
+    c.batch_size = 3;
+    auto h = keel::pipeline_from(iota(3000))
+                 .map(
+                     "first",
+                     [](int x) {
+                       if (x % 50 == 0)
+                         std::this_thread::sleep_for(20us);
+                       return x;
+                     },
+                     keel::stage_options{}.with_workers(3).with_ordered())
+                 .map(
+                     "second", [](int x) { return x * 2; },
+                     keel::stage_options{}.with_workers(2).with_ordered())
+                 .start(sys, c);
+    // Round 0 cancels before the coordinator can have wired anything; later
+    // rounds at growing moments of the run.
+    if (round > 0)
+      std::this_thread::sleep_for(std::chrono::microseconds(25 * round));
+    h.cancel();
+    auto r = finish(h, 20s);
+    EXPECT_TRUE(r.cancelled || !r.error) << r.summary();
+    expect_accounted(r, 3000);
+  }
+}
+
 // -- sources --------------------------------------------------------------------------
 
 TEST_F(PipelineSources, GeneratorUntilNullopt) {

@@ -657,6 +657,8 @@ struct reseq_state {
   uint32_t worker_eos = 0;
   bool workers_told = false;
   bool eos_sent = false;
+  /// Set by the wiring; until then nothing is told or finished.
+  bool wired = false;
   size_t window = 8;
 
   struct input {
@@ -681,6 +683,18 @@ struct reseq_state {
   void on_input(uint32_t link, batch_msg& m) {
     auto sender = caf::actor_cast<caf::actor>(self->current_sender());
     uint64_t items = m.ptr->size();
+    if (items == 0) { // nothing to order; the workers never see empty batches
+      self->send(sender, kp_ack_atom::value, link, items);
+      return;
+    }
+    if (cancel_reason) { // arrived after the cancel: cancelled here
+      {
+        std::lock_guard<std::mutex> g{record->mtx};
+        note_cancelled(*m.ptr);
+      }
+      self->send(sender, kp_ack_atom::value, link, items);
+      return;
+    }
     if (!m.ptr->ordered) { // a retry from upstream: no place in the order
       to_workers.send(self, std::move(m.ptr));
       self->send(sender, kp_ack_atom::value, link, items);
@@ -729,8 +743,16 @@ struct reseq_state {
     try_finish();
   }
 
+  /// Records every item of `b` as cancelled here (record->mtx held).
+  void note_cancelled(const batch_base& b) {
+    for (size_t i = 0; i < b.size(); ++i) {
+      record->stats.cancelled++;
+      record->cancelled.push_back(item_note{b.key(i).id, def->name, cancel_reason});
+    }
+  }
+
   void maybe_tell_workers() {
-    if (workers_told || eos_seen < upstreams || !queue.empty() || !to_workers.idle())
+    if (!wired || workers_told || eos_seen < upstreams || !queue.empty() || !to_workers.idle())
       return;
     workers_told = true;
     to_workers.send_eos(self);
@@ -738,7 +760,7 @@ struct reseq_state {
 
   void try_finish() {
     maybe_tell_workers();
-    if (eos_sent || worker_eos < worker_count || !done.empty() || !downstream.idle())
+    if (!wired || eos_sent || worker_eos < worker_count || !done.empty() || !downstream.idle())
       return;
     eos_sent = true;
     {
@@ -756,15 +778,9 @@ struct reseq_state {
     {
       std::lock_guard<std::mutex> g{record->mtx};
       for (auto& in : queue)
-        for (size_t i = 0; i < in.b->size(); ++i) {
-          record->stats.cancelled++;
-          record->cancelled.push_back(item_note{in.b->key(i).id, def->name, cancel_reason});
-        }
+        note_cancelled(*in.b);
       for (auto& b : downstream.take_pending())
-        for (size_t i = 0; i < b->size(); ++i) {
-          record->stats.cancelled++;
-          record->cancelled.push_back(item_note{b->key(i).id, def->name, cancel_reason});
-        }
+        note_cancelled(*b);
     }
     for (auto& in : queue)
       self->send(in.sender, kp_ack_atom::value, in.link, in.items);
@@ -815,6 +831,8 @@ caf::behavior reseq_behavior(const std::shared_ptr<reseq_state>& rs) {
         rs->to_workers.wire(std::move(w.workers), w.worker_credit, false);
         rs->window = std::max<size_t>(2, 2 * rs->worker_count * w.worker_credit);
         rs->upstreams = w.upstreams;
+        rs->wired = true;
+        rs->dispatch();
         rs->try_finish();
       },
   };
