@@ -17,6 +17,8 @@
 // return, no actor of it may be left running, and its actors must release
 // what they hold (the stage functions, hence the items and records).
 
+#include "helpers.hpp"
+
 #include "keel/error.hpp"
 #include "keel/pipeline.hpp"
 
@@ -113,25 +115,8 @@ struct param_rng {
   }
 };
 
-struct config : caf::actor_system_config {
-  config() {
-    keel::add_error_types(*this);
-    set("scheduler.max-threads", 2);
-    set("logger.file-verbosity", caf::atom("quiet"));
-  }
-};
-
-/// Waits (bounded) until `done()` holds; false when it never did.
-template <class F>
-bool eventually(F done, std::chrono::seconds limit = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline)
-      return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
+using keel_test::config;
+using keel_test::eventually;
 
 // -- parameters ----------------------------------------------------------------------
 
