@@ -151,11 +151,7 @@ struct node_record {
 
 /// Adds the counts of one pass to a stage's statistics.
 void add_tally(stage_stats& s, apply_tally& t) noexcept {
-  s.out += t.out;
-  s.created += t.created;
-  s.succeeded += t.succeeded;
-  s.filtered += t.filtered;
-  s.consumed += t.consumed;
+  t.add_to(s);
   t = {};
 }
 

@@ -169,6 +169,16 @@ struct apply_tally {
   uint64_t consumed = 0;
   uint64_t created = 0;
   uint64_t succeeded = 0;
+
+  /// Adds these counts to `to` (another tally, or a stage's statistics).
+  template <class Counts>
+  void add_to(Counts& to) const noexcept {
+    to.out += out;
+    to.filtered += filtered;
+    to.consumed += consumed;
+    to.created += created;
+    to.succeeded += succeeded;
+  }
 };
 
 /// Times one item in `every` (for the latency histograms).
@@ -352,11 +362,7 @@ public:
       apply_tally counts;
       uint32_t countdown;
       void commit() noexcept {
-        t.out += counts.out;
-        t.filtered += counts.filtered;
-        t.consumed += counts.consumed;
-        t.created += counts.created;
-        t.succeeded += counts.succeeded;
+        counts.add_to(t);
         counts = {};
         s.countdown = countdown;
       }
