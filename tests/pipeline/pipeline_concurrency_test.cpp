@@ -17,6 +17,7 @@
 // return, no actor of it may be left running, and its actors must release
 // what they hold (the stage functions, hence the items and records).
 
+#include "../test_env.hpp"
 #include "helpers.hpp"
 
 #include "keel/error.hpp"
@@ -55,20 +56,8 @@ using keel::code;
 using keel::error_class;
 using keel::policy_mode;
 
-uint64_t test_seed() {
-  if (const char* env = std::getenv("KEEL_TEST_SEED"))
-    return std::strtoull(env, nullptr, 10);
-  return std::random_device{}();
-}
-
-/// Divides the run counts (KEEL_TEST_SCALE, default 1). The TSan preset sets
-/// it: CAF 0.17 is not instrumented, so every message handed between threads
-/// costs TSan a (suppressed) race report.
-size_t test_scale() {
-  if (const char* env = std::getenv("KEEL_TEST_SCALE"))
-    return std::max<size_t>(1, std::strtoull(env, nullptr, 10));
-  return 1;
-}
+using keel_test::test_scale;
+using keel_test::test_seed;
 
 /// KEEL_TEST_SUBSEED=<n>: run only the run of that sub-seed.
 std::optional<uint64_t> test_subseed() {

@@ -4,6 +4,8 @@
 // run. Faults come from a hash of (seed, message, attempt), so the expected
 // outcome of every message is known in advance.
 
+#include "../test_env.hpp"
+
 #include "keel/error.hpp"
 #include "keel/supervision.hpp"
 
@@ -25,20 +27,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-uint64_t test_seed() {
-  if (const char* env = std::getenv("KEEL_TEST_SEED"))
-    return std::strtoull(env, nullptr, 10);
-  return std::random_device{}();
-}
-
-/// Divides the message counts (KEEL_TEST_SCALE, default 1). The TSan preset
-/// sets it: CAF 0.17 is not instrumented, so every message handed between
-/// threads costs TSan a (suppressed) race report, about 5 ms each.
-size_t test_scale() {
-  if (const char* env = std::getenv("KEEL_TEST_SCALE"))
-    return std::max<size_t>(1, std::strtoull(env, nullptr, 10));
-  return 1;
-}
+using keel_test::test_scale;
+using keel_test::test_seed;
 
 uint64_t mix(uint64_t x) { // splitmix64 finaliser
   x += 0x9E3779B97F4A7C15ULL;
