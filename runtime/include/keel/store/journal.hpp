@@ -109,6 +109,7 @@ struct event_record {
   std::string stream;
   /// Position in the stream, from 1, assigned by the journal at commit.
   uint64_t seq = 0;
+  /// When it happened; 0 is replaced by the journal's clock at commit.
   unix_ms at = 0;
   /// What happened: "step_started", "step_completed", "compensation_failed", ...
   std::string type;
@@ -235,10 +236,12 @@ private:
 
 /// Which sagas `journal::sagas` returns.
 struct saga_filter {
+  // The `{}` spare callers GCC's -Wmissing-field-initializers on designated
+  // initializers such as `{.limit = 10}`.
   /// Only this state.
-  std::optional<saga_state> state;
+  std::optional<saga_state> state{};
   /// Only this kind.
-  std::optional<std::string> kind;
+  std::optional<std::string> kind{};
   /// Only sagas not in a terminal state.
   bool unfinished_only = false;
   /// At most this many (0: no limit), ordered by id.
