@@ -28,21 +28,19 @@
 
 namespace keel::saga::detail {
 
-using outcome_ptr = std::shared_ptr<const outcome>;
 using record_list = std::shared_ptr<const std::vector<store::saga_record>>;
 
 } // namespace keel::saga::detail
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::saga::detail::outcome_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::saga::detail::record_list)
 
 namespace keel::saga {
 
 namespace detail {
 
-using ks_begin_atom = caf::atom_constant<caf::atom("ks_begin")>;
-using ks_wait_atom = caf::atom_constant<caf::atom("ks_wait")>;
-using ks_cancel_atom = caf::atom_constant<caf::atom("ks_cancel")>;
+using ks_begin_atom = begin_atom;
+using ks_wait_atom = wait_atom;
+using ks_cancel_atom = cancel_atom;
 using ks_resume_atom = caf::atom_constant<caf::atom("ks_resume")>;
 using ks_count_atom = caf::atom_constant<caf::atom("ks_count")>;
 using ks_stop_atom = caf::atom_constant<caf::atom("ks_stop")>;
@@ -263,10 +261,14 @@ private:
             caf::anon_send(a, ks_step_atom::value, token, std::move(err));
         });
     auto timeout = s.options.timeout;
+    clipped_ = false;
     if (compensating) {
-      auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(rollback_due_ - clock_type::now());
-      timeout = std::max(std::chrono::milliseconds(1), std::min(timeout, left));
+      // Rounded up, so that the timeout never fires before the deadline.
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(rollback_due_ - clock_type::now());
+      if (left < timeout) {
+        timeout = std::max(std::chrono::milliseconds(1), left);
+        clipped_ = true;
+      }
     }
     delayed_send(this, timeout, ks_tmo_atom::value, token);
     const auto& f = compensating ? s.compensate : s.forward;
@@ -283,6 +285,12 @@ private:
       return;
     const auto& s = phase_ == phase::compensating ? *comp_step_ : current();
     unknown_outcome_ = true;
+    if (clipped_) {
+      ctx_->fail(deadline_exceeded_error(
+          "compensator of step " + s.name + " cut short: the rollback deadline of "
+          + std::to_string(def_->rollback_deadline().count()) + " ms passed"));
+      return;
+    }
     ctx_->fail(deadline_exceeded_error(
         (phase_ == phase::compensating ? "compensator of step " : "step ") + s.name
         + " timed out after " + std::to_string(s.options.timeout.count()) + " ms"));
@@ -525,6 +533,7 @@ private:
   uint32_t attempt_ = 1;
   bool after_crash_ = false;
   bool unknown_outcome_ = false;
+  bool clipped_ = false; // the action's timeout is the rollback deadline
   size_t writes_in_flight_ = 0;
   std::shared_ptr<step_context> ctx_;
   const saga::step* comp_step_ = nullptr;
@@ -784,21 +793,27 @@ expected<T> ask(caf::actor_system& sys, const caf::actor& a, std::chrono::millis
   return result;
 }
 
+/// A blocking request whose reply is a keel::error (empty: success).
+template <class... Ts>
+error ask_status(caf::actor_system& sys, const caf::actor& a, Ts&&... xs) {
+  caf::scoped_actor self{sys};
+  error result = internal_error("saga coordinator: no reply");
+  self->request(a, std::chrono::minutes(1), std::forward<Ts>(xs)...)
+      .receive([&](error& x) { result = std::move(x); },
+               [&](caf::error& err) { result = from_caf_error(err); });
+  return result;
+}
+
 } // namespace
 
 expected<void> coordinator::begin(const std::string& kind, const std::string& id, saga::data d) {
-  auto r = ask<error>(impl_->sys, impl_->actor, std::chrono::minutes(1),
-                      detail::ks_begin_atom::value, kind, id, d.to_string());
-  if (!r)
-    return std::move(r).error();
-  if (*r)
-    return std::move(*r);
+  if (auto err = ask_status(impl_->sys, impl_->actor, begin_atom::value, kind, id, d.to_string()))
+    return err;
   return {};
 }
 
 expected<outcome> coordinator::wait(const std::string& id, std::chrono::milliseconds timeout) {
-  auto r =
-      ask<detail::outcome_ptr>(impl_->sys, impl_->actor, timeout, detail::ks_wait_atom::value, id);
+  auto r = ask<outcome_ptr>(impl_->sys, impl_->actor, timeout, detail::ks_wait_atom::value, id);
   if (!r)
     return std::move(r).error();
   return **r;
@@ -812,12 +827,8 @@ expected<outcome> coordinator::run(const std::string& kind, const std::string& i
 }
 
 expected<void> coordinator::cancel(const std::string& id) {
-  auto r = ask<error>(impl_->sys, impl_->actor, std::chrono::minutes(1),
-                      detail::ks_cancel_atom::value, id);
-  if (!r)
-    return std::move(r).error();
-  if (*r)
-    return std::move(*r);
+  if (auto err = ask_status(impl_->sys, impl_->actor, cancel_atom::value, id))
+    return err;
   return {};
 }
 

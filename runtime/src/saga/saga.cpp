@@ -53,9 +53,8 @@ void step_context::fail(error err) {
 }
 
 void step_context::finish(error err) {
-  if (finished_)
+  if (finished_.exchange(true))
     return;
-  finished_ = true;
   if (done_) {
     // Moved out first: the callback may drop the last reference to *this.
     auto f = std::move(done_);

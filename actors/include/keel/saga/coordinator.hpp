@@ -48,6 +48,8 @@
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 
 #include "keel/error.hpp"
@@ -89,6 +91,14 @@ struct outcome {
   std::string reason;
   saga::data data;
 };
+
+/// How actors receive an outcome (it stays in the process).
+using outcome_ptr = std::shared_ptr<const outcome>;
+
+/// Message tags of the coordinator actor (see `coordinator::actor`).
+using begin_atom = caf::atom_constant<caf::atom("ks_begin")>;
+using wait_atom = caf::atom_constant<caf::atom("ks_wait")>;
+using cancel_atom = caf::atom_constant<caf::atom("ks_cancel")>;
 
 /// A running coordinator. Movable handle; the coordinator actor stops when
 /// `stop()` is called or the handle is destroyed (running sagas stay in the
@@ -135,8 +145,9 @@ public:
   /// Sagas running now in this coordinator.
   size_t in_flight();
 
-  /// The coordinator actor: `(saga_begin_atom, kind, id, data json text) ->
-  /// keel::error` and `(saga_wait_atom, id) -> outcome json text`, for actors.
+  /// The coordinator actor, for actors: `(begin_atom, kind, id, data as JSON
+  /// text) -> keel::error` (empty when started), `(wait_atom, id) ->
+  /// outcome_ptr` (or an error), `(cancel_atom, id) -> keel::error`.
   caf::actor actor() const;
 
   /// Stops the coordinator and its runners (sagas stay unfinished in the
@@ -153,3 +164,5 @@ private:
 expected<outcome> to_outcome(const store::saga_record& r);
 
 } // namespace keel::saga
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::saga::outcome_ptr)

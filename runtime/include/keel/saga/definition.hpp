@@ -50,6 +50,7 @@
 /// forward action that never ran or only half ran.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -102,13 +103,14 @@ public:
   caf::event_based_actor* self() const noexcept { return self_; }
 
   /// Reports success. Later calls (and calls after a timeout) are ignored.
+  /// done() and fail() may be called from any thread.
   void done() { finish(error{}); }
 
   /// Reports failure (an empty error counts as `unknown`).
   void fail(error err);
 
   /// True once done() or fail() was called.
-  bool finished() const noexcept { return finished_; }
+  bool finished() const noexcept { return finished_.load(); }
 
 private:
   void finish(error err);
@@ -122,7 +124,7 @@ private:
   saga::data data_;
   caf::event_based_actor* self_;
   completion done_;
-  bool finished_ = false;
+  std::atomic<bool> finished_{false};
 };
 
 /// A synchronous action: returns its outcome; an exception is a `panic`.
