@@ -37,6 +37,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(keel::saga::detail::record_list)
 namespace keel::saga {
 
 namespace detail {
+namespace {
 
 using ks_begin_atom = begin_atom;
 using ks_wait_atom = wait_atom;
@@ -229,17 +230,21 @@ private:
   // -- forward ----------------------------------------------------------------------
 
   void run_step(size_t i) {
-    if (cancel_error_) {
-      forward_failed(cancel_error_, false);
+    if (i >= def_->steps().size()) {
+      // Every step completed: a cancel that came after the last one is late.
+      finish(saga_state::completed, "completed");
       return;
     }
-    if (i >= def_->steps().size()) {
-      finish(saga_state::completed, "completed");
+    if (cancel_error_) {
+      rec_.step = static_cast<int32_t>(i);
+      forward_failed(cancel_error_, false);
       return;
     }
     rec_.state = saga_state::running;
     rec_.step = static_cast<int32_t>(i);
     attempt_ = 1;
+    // A step in flight at a crash may have happened.
+    maybe_applied_ = after_crash_;
     auto b = batch();
     put_record(b);
     event(b, "step_started", current().name, attempt_, {{"after_crash", after_crash_}});
@@ -285,6 +290,7 @@ private:
       return;
     const auto& s = phase_ == phase::compensating ? *comp_step_ : current();
     unknown_outcome_ = true;
+    maybe_applied_ = true;
     if (clipped_) {
       ctx_->fail(deadline_exceeded_error(
           "compensator of step " + s.name + " cut short: the rollback deadline of "
@@ -303,6 +309,7 @@ private:
     if (phase_ == phase::forward && ctx_ && !ctx_->finished()) {
       // Abandon the action in flight: its outcome is unknown.
       unknown_outcome_ = true;
+      maybe_applied_ = true;
       ctx_->fail(cancel_error_);
     }
   }
@@ -370,6 +377,8 @@ private:
   }
 
   void forward_failed(error err, bool unknown) {
+    // Any attempt whose outcome was unknown may have left an effect.
+    unknown = unknown || maybe_applied_;
     const auto& s = current();
     forward_error_ = wrap(err, "step " + s.name);
     rec_.failure = forward_error_;
@@ -533,7 +542,8 @@ private:
   uint32_t attempt_ = 1;
   bool after_crash_ = false;
   bool unknown_outcome_ = false;
-  bool clipped_ = false; // the action's timeout is the rollback deadline
+  bool clipped_ = false;       // the action's timeout is the rollback deadline
+  bool maybe_applied_ = false; // an attempt of the current step timed out or was abandoned
   size_t writes_in_flight_ = 0;
   std::shared_ptr<step_context> ctx_;
   const saga::step* comp_step_ = nullptr;
@@ -685,6 +695,7 @@ std::string default_owner() {
   return std::string{host} + ":" + std::to_string(getpid());
 }
 
+} // namespace
 } // namespace detail
 
 // -- outcome ------------------------------------------------------------------------
