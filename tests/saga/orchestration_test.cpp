@@ -750,4 +750,31 @@ TEST_F(SagaTest, ActorsCanBeginAndWaitThroughTheCoordinatorActor) {
   EXPECT_EQ(*out->data.get<int>("amount"), 3);
 }
 
+TEST_F(SagaTest, QueriesWorkOnAJournalWithoutACoordinator) {
+  faults_.forward["allocate"] = {keel::code::invalid_argument, -1};
+  {
+    auto c = start({make_def("pay", four, ledger_, faults_)});
+    ASSERT_TRUE(c.run("pay", "ok", {}).has_value());
+  } // the coordinator is gone; the journal answers alone
+  keel::saga::saga_queries q{journal_};
+  auto st = q.status("ok");
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->state, saga_state::rolled_back);
+  EXPECT_TRUE(keel::is(st->failure, keel::code::invalid_argument));
+  auto missing = q.status("nope");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code(), keel::code::not_found);
+  auto rolled = q.list({saga_state::rolled_back, {}, false, 0});
+  ASSERT_TRUE(rolled.has_value());
+  ASSERT_EQ(rolled->size(), 1u);
+  EXPECT_EQ(rolled->front().id, "ok");
+  auto h = q.history("ok");
+  ASSERT_TRUE(h.has_value());
+  ASSERT_FALSE(h->empty());
+  EXPECT_EQ(h->front().type, "created");
+  EXPECT_EQ(h->back().type, "rolled_back");
+  for (size_t i = 0; i < h->size(); ++i)
+    EXPECT_EQ((*h)[i].seq, i + 1);
+}
+
 } // namespace

@@ -964,7 +964,9 @@ struct choreography_coordinator::impl {
   explicit impl(caf::actor_system& s) : sys(s) {}
 };
 
-choreography_coordinator::choreography_coordinator(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+choreography_coordinator::choreography_coordinator(std::shared_ptr<store::journal> j,
+                                                   std::unique_ptr<impl> p)
+    : saga_queries(std::move(j)), impl_(std::move(p)) {}
 choreography_coordinator::choreography_coordinator(choreography_coordinator&&) noexcept = default;
 choreography_coordinator&
 choreography_coordinator::operator=(choreography_coordinator&& other) noexcept {
@@ -1058,7 +1060,8 @@ choreography_coordinator::start(caf::actor_system& sys, std::shared_ptr<store::j
     if (failure)
       break;
   }
-  choreography_coordinator out{std::move(p)};
+  auto journal = p->journal;
+  choreography_coordinator out{std::move(journal), std::move(p)};
   if (failure)
     return failure;
   self->send(out.impl_->actor, k_resume_atom::value);
@@ -1100,25 +1103,6 @@ expected<outcome> choreography_coordinator::run(const std::string& kind, const s
   if (auto ok = begin(kind, id, std::move(d)); !ok)
     return ok.error();
   return wait(id, timeout);
-}
-
-expected<outcome> choreography_coordinator::status(const std::string& id) {
-  auto rec = impl_->journal->saga(id);
-  if (!rec)
-    return rec.error();
-  if (!*rec)
-    return not_found_error("saga " + id + " not found");
-  return to_outcome(**rec);
-}
-
-expected<std::vector<store::saga_record>>
-choreography_coordinator::list(const store::saga_filter& f) {
-  return impl_->journal->sagas(f);
-}
-
-expected<std::vector<store::event_record>>
-choreography_coordinator::history(const std::string& id) {
-  return impl_->journal->events(store::saga_stream(id));
 }
 
 const std::vector<std::string>& choreography_coordinator::resumed() const noexcept {

@@ -698,34 +698,6 @@ std::string default_owner() {
 } // namespace
 } // namespace detail
 
-// -- outcome ------------------------------------------------------------------------
-
-expected<outcome> to_outcome(const store::saga_record& r) {
-  auto d = saga::data::parse(r.data);
-  if (!d)
-    return wrap(std::move(d).error(), code::data_loss, "saga " + r.id + ": unreadable data");
-  outcome out{r.id, r.kind, r.state, r.failure, r.reason, std::move(*d)};
-  if (r.compensation_failure) {
-    // The forward error, with the compensation errors under it.
-    std::vector<error> kids;
-    if (r.compensation_failure.is_join()) {
-      auto cs = r.compensation_failure.children();
-      kids.assign(cs.begin(), cs.end());
-    } else {
-      kids.push_back(r.compensation_failure);
-    }
-    auto fwd = r.failure ? r.failure : unknown_error("saga " + r.id + " failed");
-    out.failure = error_builder{fwd}
-                      .message("saga " + r.id + " (" + r.kind + ") rolled back with "
-                               + std::to_string(kids.size()) + " failed compensation"
-                               + (kids.size() == 1 ? "" : "s"))
-                      .cause(fwd)
-                      .children(std::move(kids))
-                      .build();
-  }
-  return out;
-}
-
 // -- coordinator --------------------------------------------------------------------
 
 struct coordinator::impl {
@@ -739,7 +711,8 @@ struct coordinator::impl {
   impl(caf::actor_system& s, std::shared_ptr<const detail::env> e) : sys(s), env(std::move(e)) {}
 };
 
-coordinator::coordinator(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+coordinator::coordinator(std::shared_ptr<store::journal> j, std::unique_ptr<impl> p)
+    : saga_queries(std::move(j)), impl_(std::move(p)) {}
 coordinator::coordinator(coordinator&&) noexcept = default;
 coordinator& coordinator::operator=(coordinator&&) noexcept = default;
 
@@ -787,7 +760,7 @@ expected<coordinator> coordinator::start(caf::actor_system& sys, std::shared_ptr
     if (!recs->empty())
       caf::anon_send(p->actor, detail::ks_resume_atom::value, detail::record_list{std::move(recs)});
   }
-  return coordinator{std::move(p)};
+  return coordinator{j, std::move(p)};
 }
 
 namespace {
@@ -841,23 +814,6 @@ expected<void> coordinator::cancel(const std::string& id) {
   if (auto err = ask_status(impl_->sys, impl_->actor, cancel_atom::value, id))
     return err;
   return {};
-}
-
-expected<outcome> coordinator::status(const std::string& id) {
-  auto rec = impl_->env->journal->saga(id);
-  if (!rec)
-    return std::move(rec).error();
-  if (!*rec)
-    return not_found_error("no saga " + id + " in " + impl_->env->journal->describe());
-  return to_outcome(**rec);
-}
-
-expected<std::vector<store::saga_record>> coordinator::list(const store::saga_filter& f) {
-  return impl_->env->journal->sagas(f);
-}
-
-expected<std::vector<store::event_record>> coordinator::history(const std::string& id) {
-  return impl_->env->journal->events(store::saga_stream(id));
 }
 
 const std::vector<std::string>& coordinator::resumed() const noexcept {

@@ -185,7 +185,7 @@ using choreo_wait_atom = caf::atom_constant<caf::atom("kc_wait")>;
 /// "compensation_completed", "compensation_failed" (error), "event_ignored"
 /// (reason), "event_rejected" (error), "lease_lost" (error), and one of
 /// "completed", "rolled_back" or "needs_intervention" (reason) at the end.
-class choreography_coordinator {
+class choreography_coordinator : public saga_queries {
 public:
   /// Validates the definitions (kinds unique), loads the unfinished
   /// choreographed sagas of known kinds (with `cfg.resume`) and takes their
@@ -218,14 +218,7 @@ public:
   expected<outcome> run(const std::string& kind, const std::string& id, saga::data d = {},
                         std::chrono::milliseconds timeout = std::chrono::minutes(10));
 
-  /// The saga's current state from the journal (`not_found` when unknown).
-  expected<outcome> status(const std::string& id);
-
-  /// Saga records matching `f` (orchestrated and choreographed).
-  expected<std::vector<store::saga_record>> list(const store::saga_filter& f = {});
-
-  /// The saga's full history, in order.
-  expected<std::vector<store::event_record>> history(const std::string& id);
+  // status, list and history: see saga_queries.
 
   /// Ids of the sagas resumed by `start`.
   const std::vector<std::string>& resumed() const noexcept;
@@ -244,7 +237,7 @@ public:
 
 private:
   struct impl;
-  explicit choreography_coordinator(std::unique_ptr<impl> p);
+  choreography_coordinator(std::shared_ptr<store::journal> j, std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
 };
 

@@ -55,6 +55,7 @@
 #include "keel/error.hpp"
 #include "keel/saga/data.hpp"
 #include "keel/saga/definition.hpp"
+#include "keel/saga/queries.hpp"
 #include "keel/store/journal.hpp"
 #include "keel/store/writer.hpp"
 
@@ -79,19 +80,6 @@ struct coordinator_config {
   store::writer_options writer = {};
 };
 
-/// How a saga ended (or where it is, for `status`).
-struct outcome {
-  std::string id;
-  std::string kind;
-  saga_state state = saga_state::pending;
-  /// The forward error with compensation errors joined under it (empty when
-  /// completed).
-  error failure;
-  /// Why an operator is needed (needs_intervention only).
-  std::string reason;
-  saga::data data;
-};
-
 /// How actors receive an outcome (it stays in the process).
 using outcome_ptr = std::shared_ptr<const outcome>;
 
@@ -103,7 +91,7 @@ using cancel_atom = caf::atom_constant<caf::atom("ks_cancel")>;
 /// A running coordinator. Movable handle; the coordinator actor stops when
 /// `stop()` is called or the handle is destroyed (running sagas stay in the
 /// journal and resume on the next start).
-class coordinator {
+class coordinator : public saga_queries {
 public:
   /// Validates the definitions, spawns the coordinator and its journal writer
   /// and (with `cfg.resume`) resumes unfinished sagas.
@@ -130,14 +118,7 @@ public:
   /// `cancelled`); a rollback in progress is not affected.
   expected<void> cancel(const std::string& id);
 
-  /// The saga's current state from the journal.
-  expected<outcome> status(const std::string& id);
-
-  /// Saga records matching `f` (orchestrated and choreographed).
-  expected<std::vector<store::saga_record>> list(const store::saga_filter& f = {});
-
-  /// The saga's full history, in order.
-  expected<std::vector<store::event_record>> history(const std::string& id);
+  // status, list and history: see saga_queries.
 
   /// Ids of the sagas resumed by `start`.
   const std::vector<std::string>& resumed() const noexcept;
@@ -156,12 +137,9 @@ public:
 
 private:
   struct impl;
-  explicit coordinator(std::unique_ptr<impl> p);
+  coordinator(std::shared_ptr<store::journal> j, std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
 };
-
-/// `outcome` from a journal record.
-expected<outcome> to_outcome(const store::saga_record& r);
 
 } // namespace keel::saga
 
