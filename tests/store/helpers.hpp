@@ -17,7 +17,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
+#include <type_traits>
 #include <unistd.h>
 
 namespace keel_test {
@@ -65,6 +67,38 @@ inline keel::store::sqlite_options fast_options() {
   opts.level = keel::store::durability::off;
   return opts;
 }
+
+// -- the journals typed suites run against ------------------------------------
+
+/// Opens a fresh in-memory journal.
+struct memory_kind {
+  static std::shared_ptr<keel::store::journal> open(const temp_dir&) {
+    return keel::store::make_memory_journal();
+  }
+};
+
+/// Opens a fresh SQLite journal in `dir` (nullptr, after a test failure, when
+/// that fails).
+struct sqlite_kind {
+  static std::shared_ptr<keel::store::journal> open(const temp_dir& dir) {
+    auto j = keel::store::open_sqlite_journal(dir.file("test.journal"), fast_options());
+    if (!j) {
+      ADD_FAILURE() << j.error();
+      return nullptr;
+    }
+    return *j;
+  }
+};
+
+/// Names typed tests after the journal: `.../Memory`, `.../Sqlite`.
+struct kind_names {
+  template <class T>
+  static std::string GetName(int) {
+    return std::is_same_v<T, memory_kind> ? "Memory" : "Sqlite";
+  }
+};
+
+using journal_kinds = ::testing::Types<memory_kind, sqlite_kind>;
 
 /// A raw SQLite connection, as another process would have.
 class raw_db {

@@ -61,33 +61,13 @@ void hammer(journal& j, int thread, int rounds, uint64_t seed, std::atomic<int>&
   }
 }
 
-struct memory_kind {
-  static std::shared_ptr<journal> open(const keel_test::temp_dir&) { return make_memory_journal(); }
-};
-
-struct sqlite_kind {
-  static std::shared_ptr<journal> open(const keel_test::temp_dir& dir) {
-    auto j = open_sqlite_journal(dir.file("c.journal"), keel_test::fast_options());
-    EXPECT_THAT(j, IsOk());
-    return j ? *j : nullptr;
-  }
-};
-
 template <class Kind>
 class JournalConcurrency : public ::testing::Test {
 protected:
   keel_test::temp_dir dir;
 };
 
-struct kind_names {
-  template <class T>
-  static std::string GetName(int) {
-    return std::is_same_v<T, memory_kind> ? "Memory" : "Sqlite";
-  }
-};
-
-using journal_kinds = ::testing::Types<memory_kind, sqlite_kind>;
-TYPED_TEST_SUITE(JournalConcurrency, journal_kinds, kind_names);
+TYPED_TEST_SUITE(JournalConcurrency, keel_test::journal_kinds, keel_test::kind_names);
 
 TYPED_TEST(JournalConcurrency, ThreadsCommittingGroupsKeepStreamsGapless) {
   auto seed = keel_test::test_seed();

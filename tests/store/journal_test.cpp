@@ -17,21 +17,6 @@ using keel::testing::IsOk;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-struct memory_kind {
-  static std::shared_ptr<journal> open(const keel_test::temp_dir&) { return make_memory_journal(); }
-};
-
-struct sqlite_kind {
-  static std::shared_ptr<journal> open(const keel_test::temp_dir& dir) {
-    auto j = open_sqlite_journal(dir.file("test.journal"), keel_test::fast_options());
-    if (!j) {
-      ADD_FAILURE() << j.error();
-      return nullptr;
-    }
-    return *j;
-  }
-};
-
 template <class Kind>
 class JournalConformance : public ::testing::Test {
 protected:
@@ -71,15 +56,7 @@ protected:
   std::shared_ptr<journal> j;
 };
 
-struct kind_names {
-  template <class T>
-  static std::string GetName(int) {
-    return std::is_same_v<T, memory_kind> ? "Memory" : "Sqlite";
-  }
-};
-
-using journal_kinds = ::testing::Types<memory_kind, sqlite_kind>;
-TYPED_TEST_SUITE(JournalConformance, journal_kinds, kind_names);
+TYPED_TEST_SUITE(JournalConformance, keel_test::journal_kinds, keel_test::kind_names);
 
 // -- records ---------------------------------------------------------------------
 

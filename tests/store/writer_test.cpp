@@ -42,6 +42,20 @@ protected:
     return result;
   }
 
+  /// Commits eleven event batches to stream "s" through a writer with `opts`
+  /// on `gate`, ten of them queued behind the first; expects each to succeed
+  /// and returns the writer's stats.
+  writer_stats commit_eleven_behind_busy_writer(std::shared_ptr<keel_test::gated_journal> gate,
+                                                writer_options opts = {}) {
+    auto writer = spawn_writer(gate, opts);
+    auto replies =
+        commit_behind_busy_writer(writer, *gate, event_batch("s", 0), event_batches("s", 1, 10));
+    for (const auto& r : replies)
+      EXPECT_THAT(r, IsOk());
+    caf::scoped_actor self{sys};
+    return keel_test::stats_of(self, writer);
+  }
+
   /// Spawns a writer that the fixture stops at the end, even after a failed
   /// assertion (the actor system's destructor waits for every actor).
   caf::actor spawn_writer(std::shared_ptr<journal> j, writer_options opts = {}) {
@@ -92,13 +106,7 @@ TEST_F(JournalWriter, RepliesOnceTheBatchIsDurable) {
 
 TEST_F(JournalWriter, GroupsBatchesThatQueuedWhileBusy) {
   auto gate = std::make_shared<keel_test::gated_journal>(make_memory_journal());
-  auto writer = spawn_writer(gate);
-  auto replies =
-      commit_behind_busy_writer(writer, *gate, event_batch("s", 0), event_batches("s", 1, 10));
-  for (const auto& r : replies)
-    EXPECT_THAT(r, IsOk());
-  caf::scoped_actor self{sys};
-  auto stats = keel_test::stats_of(self, writer);
+  auto stats = commit_eleven_behind_busy_writer(gate);
   EXPECT_EQ(stats.batches, 11u);
   EXPECT_EQ(stats.transactions, 2u);
   EXPECT_EQ(stats.largest_group, 10u);
@@ -113,13 +121,7 @@ TEST_F(JournalWriter, GroupsBatchesThatQueuedWhileBusy) {
 
 TEST_F(JournalWriter, MaxGroupOneCommitsEachBatchAlone) {
   auto gate = std::make_shared<keel_test::gated_journal>(make_memory_journal());
-  auto writer = spawn_writer(gate, writer_options{.max_group = 1});
-  auto replies =
-      commit_behind_busy_writer(writer, *gate, event_batch("s", 0), event_batches("s", 1, 10));
-  for (const auto& r : replies)
-    EXPECT_THAT(r, IsOk());
-  caf::scoped_actor self{sys};
-  auto stats = keel_test::stats_of(self, writer);
+  auto stats = commit_eleven_behind_busy_writer(gate, writer_options{.max_group = 1});
   EXPECT_EQ(stats.batches, 11u);
   EXPECT_EQ(stats.transactions, 11u);
   EXPECT_EQ(stats.largest_group, 1u);
@@ -128,13 +130,7 @@ TEST_F(JournalWriter, MaxGroupOneCommitsEachBatchAlone) {
 
 TEST_F(JournalWriter, MaxGroupSplitsLargeGroups) {
   auto gate = std::make_shared<keel_test::gated_journal>(make_memory_journal());
-  auto writer = spawn_writer(gate, writer_options{.max_group = 4});
-  auto replies =
-      commit_behind_busy_writer(writer, *gate, event_batch("s", 0), event_batches("s", 1, 10));
-  for (const auto& r : replies)
-    EXPECT_THAT(r, IsOk());
-  caf::scoped_actor self{sys};
-  auto stats = keel_test::stats_of(self, writer);
+  auto stats = commit_eleven_behind_busy_writer(gate, writer_options{.max_group = 4});
   EXPECT_EQ(stats.batches, 11u);
   EXPECT_EQ(stats.transactions, 4u); // 1, then 4 + 4 + 2
   EXPECT_EQ(stats.largest_group, 4u);

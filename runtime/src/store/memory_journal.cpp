@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -31,9 +32,7 @@ public:
 
   expected<std::optional<saga_record>> saga(std::string_view id) override {
     std::lock_guard guard{mtx_};
-    if (auto i = sagas_.find(id); i != sagas_.end())
-      return std::optional<saga_record>{i->second};
-    return std::optional<saga_record>{};
+    return find_copy(sagas_, id);
   }
 
   expected<std::vector<saga_record>> sagas(const saga_filter& f) override {
@@ -84,9 +83,7 @@ public:
 
   expected<std::optional<std::string>> checkpoint(std::string_view name) override {
     std::lock_guard guard{mtx_};
-    if (auto i = checkpoints_.find(name); i != checkpoints_.end())
-      return std::optional<std::string>{i->second};
-    return std::optional<std::string>{};
+    return find_copy(checkpoints_, name);
   }
 
   expected<bool> processed(std::string_view consumer, std::string_view id) override {
@@ -96,15 +93,21 @@ public:
 
   expected<std::optional<lease_record>> lease(std::string_view name) override {
     std::lock_guard guard{mtx_};
-    if (auto i = leases_.find(name); i != leases_.end())
-      return std::optional<lease_record>{i->second};
-    return std::optional<lease_record>{};
+    return find_copy(leases_, name);
   }
 
   std::string describe() const override { return "memory journal"; }
 
 private:
   using undo_log = std::vector<std::function<void()>>;
+
+  /// A copy of `map[key]`, or nullopt.
+  template <class Map, class Key>
+  static std::optional<typename Map::mapped_type> find_copy(const Map& map, const Key& key) {
+    if (auto i = map.find(key); i != map.end())
+      return i->second;
+    return std::nullopt;
+  }
 
   /// Applies one batch; on failure undoes what it did and returns the error.
   error apply(const write_batch& batch) {
@@ -125,10 +128,7 @@ private:
   /// Remembers how to restore `map[key]` to what it is now.
   template <class Map>
   void remember(Map& map, const typename Map::key_type& key, undo_log& undo) {
-    std::optional<typename Map::mapped_type> old;
-    if (auto i = map.find(key); i != map.end())
-      old = i->second;
-    undo.emplace_back([&map, key, old = std::move(old)] {
+    undo.emplace_back([&map, key, old = find_copy(map, key)] {
       if (old)
         map.insert_or_assign(key, *old);
       else

@@ -25,8 +25,11 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 namespace keel::store {
@@ -181,6 +184,19 @@ public:
     return *this;
   }
 
+  template <class T>
+  stmt_use& bind(int i, const std::optional<T>& x) {
+    return x ? bind(i, *x) : bind_null(i);
+  }
+
+  /// Binds `args` to the parameters ?1, ?2, ... in order.
+  template <class... Args>
+  stmt_use& bind_all(const Args&... args) {
+    int i = 0;
+    (bind(++i, args), ...);
+    return *this;
+  }
+
   int step() { return sqlite3_step(s_); }
 
   int64_t int_col(int i) const { return sqlite3_column_int64(s_, i); }
@@ -293,70 +309,31 @@ public:
 
   expected<std::optional<saga_record>> saga(std::string_view id) override {
     std::lock_guard guard{mtx_};
-    auto s = prepare(sql::saga_get);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, id);
-    switch (int rc = q.step()) {
-      case SQLITE_ROW: {
-        auto r = read_saga(q);
-        if (!r)
-          return std::move(r).error();
-        return std::optional<saga_record>{std::move(*r)};
-      }
-      case SQLITE_DONE:
-        return std::optional<saga_record>{};
-      default:
-        return sqlite_error(rc, "reading saga " + std::string{id});
-    }
+    std::optional<saga_record> result;
+    auto take = [&](const stmt_use& q) { return read_saga(q, result.emplace()); };
+    if (auto err = query(sql::saga_get, "reading saga " + std::string{id}, rows::first, take, id))
+      return err;
+    return result;
   }
 
   expected<std::vector<saga_record>> sagas(const saga_filter& f) override {
     std::lock_guard guard{mtx_};
-    auto s = prepare(sql::sagas_list);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
+    std::optional<int64_t> state;
     if (f.state)
-      q.bind(1, static_cast<int64_t>(*f.state));
-    else
-      q.bind_null(1);
-    if (f.kind)
-      q.bind(2, std::string_view{*f.kind});
-    else
-      q.bind_null(2);
-    q.bind(3, int64_t{f.unfinished_only ? 1 : 0});
-    q.bind(4, limit_of(f.limit));
+      state = static_cast<int64_t>(*f.state);
     std::vector<saga_record> result;
-    for (;;) {
-      int rc = q.step();
-      if (rc == SQLITE_DONE)
-        return result;
-      if (rc != SQLITE_ROW)
-        return sqlite_error(rc, "listing sagas");
-      auto r = read_saga(q);
-      if (!r)
-        return std::move(r).error();
-      result.push_back(std::move(*r));
-    }
+    auto take = [&](const stmt_use& q) { return read_saga(q, result.emplace_back()); };
+    if (auto err = query(sql::sagas_list, "listing sagas", rows::all, take, state, f.kind,
+                         int64_t{f.unfinished_only ? 1 : 0}, limit_of(f.limit)))
+      return err;
+    return result;
   }
 
   expected<std::vector<event_record>> events(std::string_view stream, uint64_t after,
                                              size_t limit) override {
     std::lock_guard guard{mtx_};
-    auto s = prepare(sql::events_list);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, stream).bind(2, clamp_to_int64(after)).bind(3, limit_of(limit));
     std::vector<event_record> result;
-    for (;;) {
-      int rc = q.step();
-      if (rc == SQLITE_DONE)
-        return result;
-      if (rc != SQLITE_ROW)
-        return sqlite_error(rc, "reading stream " + std::string{stream});
+    auto take = [&](const stmt_use& q) {
       event_record e;
       e.stream = std::string{stream};
       e.seq = static_cast<uint64_t>(q.int_col(0));
@@ -366,23 +343,17 @@ public:
       e.attempt = static_cast<uint32_t>(q.int_col(4));
       e.detail = q.text_col(5);
       result.push_back(std::move(e));
-    }
+    };
+    if (auto err = query(sql::events_list, "reading stream " + std::string{stream}, rows::all, take,
+                         stream, clamp_to_int64(after), limit_of(limit)))
+      return err;
+    return result;
   }
 
   expected<std::vector<dlq_entry>> dlq(std::string_view queue, size_t limit) override {
     std::lock_guard guard{mtx_};
-    auto s = prepare(sql::dlq_list);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, queue).bind(2, limit_of(limit));
     std::vector<dlq_entry> result;
-    for (;;) {
-      int rc = q.step();
-      if (rc == SQLITE_DONE)
-        return result;
-      if (rc != SQLITE_ROW)
-        return sqlite_error(rc, "reading the dead-letter queue");
+    auto take = [&](const stmt_use& q) -> error {
       dlq_entry e;
       e.id = static_cast<uint64_t>(q.int_col(0));
       e.queue = q.text_col(1);
@@ -397,59 +368,44 @@ public:
       e.last_seen = q.int_col(7);
       e.source = q.text_col(8);
       result.push_back(std::move(e));
-    }
+      return {};
+    };
+    if (auto err = query(sql::dlq_list, "reading the dead-letter queue", rows::all, take, queue,
+                         limit_of(limit)))
+      return err;
+    return result;
   }
 
   expected<std::optional<std::string>> checkpoint(std::string_view name) override {
     std::lock_guard guard{mtx_};
-    auto s = prepare(sql::checkpoint_get);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, name);
-    switch (int rc = q.step()) {
-      case SQLITE_ROW:
-        return std::optional<std::string>{q.text_col(0)};
-      case SQLITE_DONE:
-        return std::optional<std::string>{};
-      default:
-        return sqlite_error(rc, "reading checkpoint " + std::string{name});
-    }
+    std::optional<std::string> result;
+    auto take = [&](const stmt_use& q) { result = q.text_col(0); };
+    if (auto err = query(sql::checkpoint_get, "reading checkpoint " + std::string{name},
+                         rows::first, take, name))
+      return err;
+    return result;
   }
 
   expected<bool> processed(std::string_view consumer, std::string_view id) override {
     std::lock_guard guard{mtx_};
-    auto s = prepare(sql::processed_get);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, consumer).bind(2, id);
-    switch (int rc = q.step()) {
-      case SQLITE_ROW:
-        return true;
-      case SQLITE_DONE:
-        return false;
-      default:
-        return sqlite_error(rc, "reading processed ids");
-    }
+    bool result = false;
+    auto take = [&](const stmt_use&) { result = true; };
+    if (auto err =
+            query(sql::processed_get, "reading processed ids", rows::first, take, consumer, id))
+      return err;
+    return result;
   }
 
   expected<std::optional<lease_record>> lease(std::string_view name) override {
     std::lock_guard guard{mtx_};
-    auto s = prepare(sql::lease_get);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, name);
-    switch (int rc = q.step()) {
-      case SQLITE_ROW:
-        return std::optional<lease_record>{
-            lease_record{std::string{name}, q.text_col(0), q.int_col(1)}};
-      case SQLITE_DONE:
-        return std::optional<lease_record>{};
-      default:
-        return sqlite_error(rc, "reading lease " + std::string{name});
-    }
+    std::optional<lease_record> result;
+    auto take = [&](const stmt_use& q) {
+      result = lease_record{std::string{name}, q.text_col(0), q.int_col(1)};
+    };
+    if (auto err =
+            query(sql::lease_get, "reading lease " + std::string{name}, rows::first, take, name))
+      return err;
+    return result;
   }
 
   std::string describe() const override { return "sqlite journal " + path_; }
@@ -507,15 +463,50 @@ private:
     return s;
   }
 
-  /// Runs a statement that returns no rows.
-  error run(sql which, std::string_view what) {
+  /// Runs a statement that returns no rows, with `args` bound to ?1, ?2, ...
+  template <class... Args>
+  error run(sql which, std::string_view what, const Args&... args) {
     auto s = prepare(which);
     if (!s)
       return s.error();
     stmt_use q{*s};
+    q.bind_all(args...);
     if (int rc = q.step(); rc != SQLITE_DONE)
       return sqlite_error(rc, what);
     return {};
+  }
+
+  /// How many rows a query hands on.
+  enum class rows { first, all };
+
+  /// Runs a query with `args` bound to ?1, ?2, ..., handing its first or all
+  /// rows to `take`, which may return an error to stop.
+  template <class Take, class... Args>
+  error query(sql which, std::string_view what, rows n, Take&& take, const Args&... args) {
+    auto s = prepare(which);
+    if (!s)
+      return s.error();
+    stmt_use q{*s};
+    q.bind_all(args...);
+    return each_row(q, what, n, take);
+  }
+
+  /// Steps `q`, handing rows to `take`; the error of a failed step names `what`.
+  template <class Take>
+  error each_row(stmt_use& q, std::string_view what, rows n, Take& take) {
+    for (;;) {
+      int rc = q.step();
+      if (rc == SQLITE_DONE)
+        return {};
+      if (rc != SQLITE_ROW)
+        return sqlite_error(rc, what);
+      if constexpr (std::is_void_v<std::invoke_result_t<Take&, const stmt_use&>>)
+        take(std::as_const(q));
+      else if (auto err = take(std::as_const(q)))
+        return err;
+      if (n == rows::first)
+        return {};
+    }
   }
 
   /// Runs one-off SQL (opening, migrations).
@@ -529,20 +520,21 @@ private:
     return sqlite_error(path_, rc, detail);
   }
 
-  /// Runs one-off SQL returning one integer.
-  error query_int(const char* text, int64_t& out) {
+  /// Runs a one-off query (opening), handing its first or all rows to `take`.
+  template <class Take>
+  error query_once(const char* text, std::string_view what, rows n, Take&& take) {
     sqlite3_stmt* s = nullptr;
     int rc = sqlite3_prepare_v2(db_, text, -1, &s, nullptr);
-    if (rc != SQLITE_OK) {
-      sqlite3_finalize(s);
-      return sqlite_error(rc, text);
-    }
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-      out = sqlite3_column_int64(s, 0);
-    auto err = rc == SQLITE_ROW || rc == SQLITE_DONE ? error{} : sqlite_error(rc, text);
-    sqlite3_finalize(s);
-    return err;
+    std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> owner{s, sqlite3_finalize};
+    if (rc != SQLITE_OK)
+      return sqlite_error(rc, what);
+    stmt_use q{s};
+    return each_row(q, what, n, take);
+  }
+
+  /// Runs one-off SQL returning one integer.
+  error query_int(const char* text, int64_t& out) {
+    return query_once(text, text, rows::first, [&](const stmt_use& q) { out = q.int_col(0); });
   }
 
   static int64_t limit_of(size_t limit) { return limit == 0 ? -1 : clamp_to_int64(limit); }
@@ -554,25 +546,16 @@ private:
   // -- opening ------------------------------------------------------------------
 
   error quick_check() {
-    sqlite3_stmt* s = nullptr;
-    int rc = sqlite3_prepare_v2(db_, "PRAGMA quick_check(20)", -1, &s, nullptr);
-    if (rc != SQLITE_OK) {
-      sqlite3_finalize(s);
-      return sqlite_error(rc, "quick_check");
-    }
     std::string problems;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-      auto p = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
-      std::string line = p ? p : "";
+    auto take = [&](const stmt_use& q) {
+      auto line = q.text_col(0);
       if (line == "ok")
-        continue;
+        return;
       if (!problems.empty())
         problems += "; ";
       problems += line;
-    }
-    auto err = rc == SQLITE_DONE ? error{} : sqlite_error(rc, "quick_check");
-    sqlite3_finalize(s);
-    if (err)
+    };
+    if (auto err = query_once("PRAGMA quick_check(20)", "quick_check", rows::all, take))
       return err;
     if (!problems.empty())
       return data_loss_error("journal " + path_ + " is corrupt (quick_check: " + problems + ")");
@@ -580,20 +563,9 @@ private:
   }
 
   error set_wal() {
-    sqlite3_stmt* s = nullptr;
-    int rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode=WAL", -1, &s, nullptr);
-    if (rc != SQLITE_OK) {
-      sqlite3_finalize(s);
-      return sqlite_error(rc, "switching to WAL");
-    }
-    rc = sqlite3_step(s);
     std::string mode;
-    if (rc == SQLITE_ROW)
-      if (auto p = reinterpret_cast<const char*>(sqlite3_column_text(s, 0)))
-        mode = p;
-    auto err = rc == SQLITE_ROW ? error{} : sqlite_error(rc, "switching to WAL");
-    sqlite3_finalize(s);
-    if (err)
+    auto take = [&](const stmt_use& q) { mode = q.text_col(0); };
+    if (auto err = query_once("PRAGMA journal_mode=WAL", "switching to WAL", rows::first, take))
       return err;
     // An in-memory database (":memory:") cannot use WAL and says "memory".
     if (mode != "wal" && mode != "memory")
@@ -667,8 +639,8 @@ private:
     return expected<error>{std::in_place, std::move(*e)};
   }
 
-  expected<saga_record> read_saga(const stmt_use& q) const {
-    saga_record r;
+  /// Reads a `sagas` row into `r`.
+  error read_saga(const stmt_use& q, saga_record& r) const {
     r.id = q.text_col(0);
     auto key = "id " + r.id;
     r.kind = q.text_col(1);
@@ -695,7 +667,7 @@ private:
     r.reason = q.text_col(9);
     r.created = q.int_col(10);
     r.updated = q.int_col(11);
-    return r;
+    return {};
   }
 
   static expected<std::vector<std::string>> read_names(const std::string& text) {
@@ -740,151 +712,62 @@ private:
 
   error apply(const op::put_saga& x) {
     const auto& r = x.record;
-    auto s = prepare(sql::saga_put);
-    if (!s)
-      return s.error();
-    auto completed = write_names(r.completed);
-    auto failure = to_json_string(r.failure);
-    auto comp = to_json_string(r.compensation_failure);
-    stmt_use q{*s};
-    q.bind(1, r.id)
-        .bind(2, r.kind)
-        .bind(3, r.mode)
-        .bind(4, static_cast<int64_t>(r.state))
-        .bind(5, int64_t{r.step})
-        .bind(6, completed)
-        .bind(7, r.data)
-        .bind(8, failure)
-        .bind(9, comp)
-        .bind(10, r.reason)
-        .bind(11, r.created)
-        .bind(12, r.updated);
-    if (int rc = q.step(); rc != SQLITE_DONE)
-      return sqlite_error(rc, "writing saga " + r.id);
-    return {};
+    return run(sql::saga_put, "writing saga " + r.id, r.id, r.kind, r.mode,
+               static_cast<int64_t>(r.state), int64_t{r.step}, write_names(r.completed), r.data,
+               to_json_string(r.failure), to_json_string(r.compensation_failure), r.reason,
+               r.created, r.updated);
   }
 
   error apply(const op::append_event& x) {
     const auto& e = x.event;
     int64_t last = 0;
-    {
-      auto s = prepare(sql::event_last_seq);
-      if (!s)
-        return s.error();
-      stmt_use q{*s};
-      q.bind(1, e.stream);
-      int rc = q.step();
-      if (rc != SQLITE_ROW)
-        return sqlite_error(rc, "reading stream " + e.stream);
-      last = q.int_col(0);
-    }
-    auto s = prepare(sql::event_put);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, e.stream)
-        .bind(2, last + 1)
-        .bind(3, e.at == 0 ? detail::wall_now() : e.at)
-        .bind(4, e.type)
-        .bind(5, e.name)
-        .bind(6, int64_t{e.attempt})
-        .bind(7, e.detail);
-    if (int rc = q.step(); rc != SQLITE_DONE)
-      return sqlite_error(rc, "appending to stream " + e.stream);
-    return {};
+    auto take = [&](const stmt_use& q) { last = q.int_col(0); };
+    if (auto err =
+            query(sql::event_last_seq, "reading stream " + e.stream, rows::first, take, e.stream))
+      return err;
+    return run(sql::event_put, "appending to stream " + e.stream, e.stream, last + 1,
+               e.at == 0 ? detail::wall_now() : e.at, e.type, e.name, int64_t{e.attempt}, e.detail);
   }
 
   error apply(const op::put_dlq& x) {
     const auto& e = x.entry;
-    auto s = prepare(sql::dlq_put);
-    if (!s)
-      return s.error();
-    auto failure = to_json_string(e.failure);
-    stmt_use q{*s};
-    q.bind(1, e.queue)
-        .bind(2, e.key)
-        .bind(3, e.payload)
-        .bind(4, failure)
-        .bind(5, int64_t{e.attempts})
-        .bind(6, e.first_seen)
-        .bind(7, e.last_seen)
-        .bind(8, e.source);
-    if (int rc = q.step(); rc != SQLITE_DONE)
-      return sqlite_error(rc, "adding to dead-letter queue " + e.queue);
-    return {};
+    return run(sql::dlq_put, "adding to dead-letter queue " + e.queue, e.queue, e.key, e.payload,
+               to_json_string(e.failure), int64_t{e.attempts}, e.first_seen, e.last_seen, e.source);
   }
 
   error apply(const op::remove_dlq& x) {
-    auto s = prepare(sql::dlq_remove);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, clamp_to_int64(x.id));
-    if (int rc = q.step(); rc != SQLITE_DONE)
-      return sqlite_error(rc, "removing dead-letter entry " + std::to_string(x.id));
-    return {};
+    return run(sql::dlq_remove, "removing dead-letter entry " + std::to_string(x.id),
+               clamp_to_int64(x.id));
   }
 
   error apply(const op::set_checkpoint& x) {
-    auto s = prepare(sql::checkpoint_put);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, x.name).bind(2, x.value);
-    if (int rc = q.step(); rc != SQLITE_DONE)
-      return sqlite_error(rc, "setting checkpoint " + x.name);
-    return {};
+    return run(sql::checkpoint_put, "setting checkpoint " + x.name, x.name, x.value);
   }
 
   error apply(const op::mark_processed& x) {
-    auto s = prepare(sql::processed_put);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, x.consumer).bind(2, x.id).bind(3, detail::wall_now());
-    if (int rc = q.step(); rc != SQLITE_DONE)
-      return sqlite_error(rc, "recording processed message " + x.id);
+    if (auto err = run(sql::processed_put, "recording processed message " + x.id, x.consumer, x.id,
+                       detail::wall_now()))
+      return err;
     if (sqlite3_changes(db_) == 0)
       return detail::duplicate_error(x.consumer, x.id);
     return {};
   }
 
   error apply(const op::acquire_lease& x) {
-    {
-      auto s = prepare(sql::lease_get);
-      if (!s)
-        return s.error();
-      stmt_use q{*s};
-      q.bind(1, x.name);
-      int rc = q.step();
-      if (rc == SQLITE_ROW) {
-        auto holder = q.text_col(0);
-        auto expires = q.int_col(1);
-        if (!detail::may_take_lease(x, holder, expires))
-          return detail::lease_held_error(x, holder, expires);
-      } else if (rc != SQLITE_DONE) {
-        return sqlite_error(rc, "reading lease " + x.name);
-      }
-    }
-    auto s = prepare(sql::lease_put);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, x.name).bind(2, x.owner).bind(3, x.now + x.ttl_ms);
-    if (int rc = q.step(); rc != SQLITE_DONE)
-      return sqlite_error(rc, "writing lease " + x.name);
-    return {};
+    auto take = [&](const stmt_use& q) -> error {
+      auto holder = q.text_col(0);
+      auto expires = q.int_col(1);
+      if (!detail::may_take_lease(x, holder, expires))
+        return detail::lease_held_error(x, holder, expires);
+      return {};
+    };
+    if (auto err = query(sql::lease_get, "reading lease " + x.name, rows::first, take, x.name))
+      return err;
+    return run(sql::lease_put, "writing lease " + x.name, x.name, x.owner, x.now + x.ttl_ms);
   }
 
   error apply(const op::release_lease& x) {
-    auto s = prepare(sql::lease_remove);
-    if (!s)
-      return s.error();
-    stmt_use q{*s};
-    q.bind(1, x.name).bind(2, x.owner);
-    if (int rc = q.step(); rc != SQLITE_DONE)
-      return sqlite_error(rc, "releasing lease " + x.name);
-    return {};
+    return run(sql::lease_remove, "releasing lease " + x.name, x.name, x.owner);
   }
 
   std::string path_;
