@@ -105,7 +105,6 @@ enum class sql : size_t {
   sagas_list,
   saga_put,
   events_list,
-  event_last_seq,
   event_put,
   dlq_list,
   dlq_put,
@@ -138,9 +137,9 @@ constexpr std::array<const char*, static_cast<size_t>(sql::count_)> sql_text = {
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     "SELECT seq, at, type, name, attempt, detail FROM events"
     " WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE stream = ?1",
+    // seq = the stream's last + 1, in the same statement.
     "INSERT INTO events (stream, seq, at, type, name, attempt, detail)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    " SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6 FROM events WHERE stream = ?1",
     "SELECT id, queue, key, payload, failure, attempts, first_seen, last_seen, source FROM dlq"
     " WHERE (?1 = '' OR queue = ?1) ORDER BY id LIMIT ?2",
     "INSERT INTO dlq (queue, key, payload, failure, attempts, first_seen, last_seen, source)"
@@ -151,7 +150,11 @@ constexpr std::array<const char*, static_cast<size_t>(sql::count_)> sql_text = {
     "SELECT 1 FROM processed WHERE consumer = ?1 AND id = ?2",
     "INSERT OR IGNORE INTO processed (consumer, id, at) VALUES (?1, ?2, ?3)",
     "SELECT owner, expires FROM leases WHERE name = ?1",
-    "INSERT OR REPLACE INTO leases (name, owner, expires) VALUES (?1, ?2, ?3)",
+    // Takes the lease when free, expired (expires <= ?4) or already ours, in
+    // one statement; no change means another owner holds it.
+    "INSERT INTO leases (name, owner, expires) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE"
+    " SET owner = excluded.owner, expires = excluded.expires"
+    " WHERE leases.owner = excluded.owner OR leases.expires <= ?4",
     "DELETE FROM leases WHERE name = ?1 AND owner = ?2",
 };
 
@@ -219,20 +222,45 @@ std::string hex32(int32_t x) {
 }
 
 class sqlite_journal final : public journal {
+  /// One SQLite connection and its prepared statements.
+  struct connection {
+    sqlite3* db = nullptr;
+    std::array<sqlite3_stmt*, static_cast<size_t>(sql::count_)> stmts{};
+  };
+
 public:
-  sqlite_journal(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+  sqlite_journal(std::string path, sqlite3* db) : path_(std::move(path)) { w_.db = db; }
 
   ~sqlite_journal() override {
-    for (auto* s : stmts_)
-      sqlite3_finalize(s);
+    for (auto* c : {&r_, &w_}) {
+      for (auto* s : c->stmts)
+        sqlite3_finalize(s);
+    }
     // The last connection's close checkpoints the WAL into the file.
-    sqlite3_close_v2(db_);
+    if (r_.db)
+      sqlite3_close_v2(r_.db);
+    sqlite3_close_v2(w_.db);
+  }
+
+  /// Opens the reader connection. Reads use their own connection so that they
+  /// never wait behind a commit's fsync (WAL readers see the last committed
+  /// state while a writer works).
+  error open_reader(const sqlite_options& opts) {
+    int rc =
+        sqlite3_open_v2(path_.c_str(), &r_.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK)
+      return sqlite_error(path_, rc,
+                          std::string{"opening the reader: "}
+                              + (r_.db ? sqlite3_errmsg(r_.db) : sqlite3_errstr(rc)));
+    sqlite3_extended_result_codes(r_.db, 1);
+    sqlite3_busy_timeout(r_.db, static_cast<int>(opts.busy_timeout.count()));
+    return {};
   }
 
   /// Recognises, checks and migrates the file; see the file overview.
   error init(const sqlite_options& opts, std::span<const detail::sqlite_migration> migrations) {
-    sqlite3_extended_result_codes(db_, 1);
-    sqlite3_busy_timeout(db_, static_cast<int>(opts.busy_timeout.count()));
+    sqlite3_extended_result_codes(w_.db, 1);
+    sqlite3_busy_timeout(w_.db, static_cast<int>(opts.busy_timeout.count()));
     int supported = migrations.empty() ? 0 : migrations.back().version;
     int64_t app_id = 0;
     int64_t version = 0;
@@ -273,7 +301,7 @@ public:
       return result;
     std::lock_guard guard{mtx_};
     auto fail_all = [&](error err) {
-      if (!sqlite3_get_autocommit(db_))
+      if (!sqlite3_get_autocommit(w_.db))
         std::ignore = run(sql::rollback, "rollback");
       for (auto& r : result)
         r = err;
@@ -292,7 +320,7 @@ public:
       }
       // SQLite rolls the whole transaction back on some errors (disk full,
       // I/O): then the group's earlier batches are gone too.
-      if (sqlite3_get_autocommit(db_))
+      if (sqlite3_get_autocommit(w_.db))
         return fail_all(std::move(err));
       if (auto e = run(sql::rollback_to, "rollback to savepoint"))
         return fail_all(std::move(e));
@@ -308,30 +336,30 @@ public:
   // -- reads --------------------------------------------------------------------
 
   expected<std::optional<saga_record>> saga(std::string_view id) override {
-    std::lock_guard guard{mtx_};
+    std::lock_guard guard{rmtx_};
     std::optional<saga_record> result;
     auto take = [&](const stmt_use& q) { return read_saga(q, result.emplace()); };
-    if (auto err = query(sql::saga_get, "reading saga " + std::string{id}, rows::first, take, id))
+    if (auto err = read(sql::saga_get, "reading saga " + std::string{id}, rows::first, take, id))
       return err;
     return result;
   }
 
   expected<std::vector<saga_record>> sagas(const saga_filter& f) override {
-    std::lock_guard guard{mtx_};
+    std::lock_guard guard{rmtx_};
     std::optional<int64_t> state;
     if (f.state)
       state = static_cast<int64_t>(*f.state);
     std::vector<saga_record> result;
     auto take = [&](const stmt_use& q) { return read_saga(q, result.emplace_back()); };
-    if (auto err = query(sql::sagas_list, "listing sagas", rows::all, take, state, f.kind,
-                         int64_t{f.unfinished_only ? 1 : 0}, limit_of(f.limit)))
+    if (auto err = read(sql::sagas_list, "listing sagas", rows::all, take, state, f.kind,
+                        int64_t{f.unfinished_only ? 1 : 0}, limit_of(f.limit)))
       return err;
     return result;
   }
 
   expected<std::vector<event_record>> events(std::string_view stream, uint64_t after,
                                              size_t limit) override {
-    std::lock_guard guard{mtx_};
+    std::lock_guard guard{rmtx_};
     std::vector<event_record> result;
     auto take = [&](const stmt_use& q) {
       event_record e;
@@ -344,14 +372,14 @@ public:
       e.detail = q.text_col(5);
       result.push_back(std::move(e));
     };
-    if (auto err = query(sql::events_list, "reading stream " + std::string{stream}, rows::all, take,
-                         stream, clamp_to_int64(after), limit_of(limit)))
+    if (auto err = read(sql::events_list, "reading stream " + std::string{stream}, rows::all, take,
+                        stream, clamp_to_int64(after), limit_of(limit)))
       return err;
     return result;
   }
 
   expected<std::vector<dlq_entry>> dlq(std::string_view queue, size_t limit) override {
-    std::lock_guard guard{mtx_};
+    std::lock_guard guard{rmtx_};
     std::vector<dlq_entry> result;
     auto take = [&](const stmt_use& q) -> error {
       dlq_entry e;
@@ -370,40 +398,40 @@ public:
       result.push_back(std::move(e));
       return {};
     };
-    if (auto err = query(sql::dlq_list, "reading the dead-letter queue", rows::all, take, queue,
-                         limit_of(limit)))
+    if (auto err = read(sql::dlq_list, "reading the dead-letter queue", rows::all, take, queue,
+                        limit_of(limit)))
       return err;
     return result;
   }
 
   expected<std::optional<std::string>> checkpoint(std::string_view name) override {
-    std::lock_guard guard{mtx_};
+    std::lock_guard guard{rmtx_};
     std::optional<std::string> result;
     auto take = [&](const stmt_use& q) { result = q.text_col(0); };
-    if (auto err = query(sql::checkpoint_get, "reading checkpoint " + std::string{name},
-                         rows::first, take, name))
+    if (auto err = read(sql::checkpoint_get, "reading checkpoint " + std::string{name}, rows::first,
+                        take, name))
       return err;
     return result;
   }
 
   expected<bool> processed(std::string_view consumer, std::string_view id) override {
-    std::lock_guard guard{mtx_};
+    std::lock_guard guard{rmtx_};
     bool result = false;
     auto take = [&](const stmt_use&) { result = true; };
     if (auto err =
-            query(sql::processed_get, "reading processed ids", rows::first, take, consumer, id))
+            read(sql::processed_get, "reading processed ids", rows::first, take, consumer, id))
       return err;
     return result;
   }
 
   expected<std::optional<lease_record>> lease(std::string_view name) override {
-    std::lock_guard guard{mtx_};
+    std::lock_guard guard{rmtx_};
     std::optional<lease_record> result;
     auto take = [&](const stmt_use& q) {
       result = lease_record{std::string{name}, q.text_col(0), q.int_col(1)};
     };
     if (auto err =
-            query(sql::lease_get, "reading lease " + std::string{name}, rows::first, take, name))
+            read(sql::lease_get, "reading lease " + std::string{name}, rows::first, take, name))
       return err;
     return result;
   }
@@ -414,7 +442,7 @@ public:
 
   /// The error for SQLite result `rc` while doing `what`, naming the file.
   error sqlite_error(int rc, std::string_view what) const {
-    std::string detail = std::string{what} + ": " + sqlite3_errmsg(db_);
+    std::string detail = std::string{what} + ": " + sqlite3_errmsg(w_.db);
     return sqlite_error(path_, rc, detail);
   }
 
@@ -448,13 +476,16 @@ public:
 private:
   // -- statements ---------------------------------------------------------------
 
-  expected<sqlite3_stmt*> prepare(sql which) {
-    auto& s = stmts_[static_cast<size_t>(which)];
+  expected<sqlite3_stmt*> prepare(sql which, connection* c = nullptr) {
+    if (!c)
+      c = &w_;
+    auto& s = c->stmts[static_cast<size_t>(which)];
     if (!s) {
-      int rc = sqlite3_prepare_v3(db_, sql_text[static_cast<size_t>(which)], -1,
+      int rc = sqlite3_prepare_v3(c->db, sql_text[static_cast<size_t>(which)], -1,
                                   SQLITE_PREPARE_PERSISTENT, &s, nullptr);
       if (rc != SQLITE_OK) {
-        auto err = sqlite_error(rc, "preparing a statement");
+        auto err =
+            sqlite_error(path_, rc, std::string{"preparing a statement: "} + sqlite3_errmsg(c->db));
         sqlite3_finalize(s);
         s = nullptr;
         return err;
@@ -483,23 +514,35 @@ private:
   /// rows to `take`, which may return an error to stop.
   template <class Take, class... Args>
   error query(sql which, std::string_view what, rows n, Take&& take, const Args&... args) {
-    auto s = prepare(which);
+    return query_on(w_, which, what, n, take, args...);
+  }
+
+  /// `query` on the reader connection (the caller holds rmtx_).
+  template <class Take, class... Args>
+  error read(sql which, std::string_view what, rows n, Take&& take, const Args&... args) {
+    return query_on(r_, which, what, n, take, args...);
+  }
+
+  template <class Take, class... Args>
+  error query_on(connection& c, sql which, std::string_view what, rows n, Take& take,
+                 const Args&... args) {
+    auto s = prepare(which, &c);
     if (!s)
       return s.error();
     stmt_use q{*s};
     q.bind_all(args...);
-    return each_row(q, what, n, take);
+    return each_row(q, what, n, take, c.db);
   }
 
   /// Steps `q`, handing rows to `take`; the error of a failed step names `what`.
   template <class Take>
-  error each_row(stmt_use& q, std::string_view what, rows n, Take& take) {
+  error each_row(stmt_use& q, std::string_view what, rows n, Take& take, sqlite3* db = nullptr) {
     for (;;) {
       int rc = q.step();
       if (rc == SQLITE_DONE)
         return {};
       if (rc != SQLITE_ROW)
-        return sqlite_error(rc, what);
+        return sqlite_error(path_, rc, std::string{what} + ": " + sqlite3_errmsg(db ? db : w_.db));
       if constexpr (std::is_void_v<std::invoke_result_t<Take&, const stmt_use&>>)
         take(std::as_const(q));
       else if (auto err = take(std::as_const(q)))
@@ -512,7 +555,7 @@ private:
   /// Runs one-off SQL (opening, migrations).
   error exec(const std::string& text, std::string_view what) {
     char* msg = nullptr;
-    int rc = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &msg);
+    int rc = sqlite3_exec(w_.db, text.c_str(), nullptr, nullptr, &msg);
     if (rc == SQLITE_OK)
       return {};
     std::string detail = std::string{what} + ": " + (msg ? msg : sqlite3_errstr(rc));
@@ -524,7 +567,7 @@ private:
   template <class Take>
   error query_once(const char* text, std::string_view what, rows n, Take&& take) {
     sqlite3_stmt* s = nullptr;
-    int rc = sqlite3_prepare_v2(db_, text, -1, &s, nullptr);
+    int rc = sqlite3_prepare_v2(w_.db, text, -1, &s, nullptr);
     std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> owner{s, sqlite3_finalize};
     if (rc != SQLITE_OK)
       return sqlite_error(rc, what);
@@ -720,12 +763,7 @@ private:
 
   error apply(const op::append_event& x) {
     const auto& e = x.event;
-    int64_t last = 0;
-    auto take = [&](const stmt_use& q) { last = q.int_col(0); };
-    if (auto err =
-            query(sql::event_last_seq, "reading stream " + e.stream, rows::first, take, e.stream))
-      return err;
-    return run(sql::event_put, "appending to stream " + e.stream, e.stream, last + 1,
+    return run(sql::event_put, "appending to stream " + e.stream, e.stream,
                e.at == 0 ? detail::wall_now() : e.at, e.type, e.name, int64_t{e.attempt}, e.detail);
   }
 
@@ -740,6 +778,7 @@ private:
                clamp_to_int64(x.id));
   }
 
+
   error apply(const op::set_checkpoint& x) {
     return run(sql::checkpoint_put, "setting checkpoint " + x.name, x.name, x.value);
   }
@@ -748,22 +787,27 @@ private:
     if (auto err = run(sql::processed_put, "recording processed message " + x.id, x.consumer, x.id,
                        detail::wall_now()))
       return err;
-    if (sqlite3_changes(db_) == 0)
+    if (sqlite3_changes(w_.db) == 0)
       return detail::duplicate_error(x.consumer, x.id);
     return {};
   }
 
   error apply(const op::acquire_lease& x) {
+    // The common case (ours, free or expired) is one statement; the holder is
+    // only read to explain a refusal.
+    if (auto err = run(sql::lease_put, "writing lease " + x.name, x.name, x.owner, x.now + x.ttl_ms,
+                       x.now))
+      return err;
+    if (sqlite3_changes(w_.db) > 0)
+      return {};
     auto take = [&](const stmt_use& q) -> error {
       auto holder = q.text_col(0);
       auto expires = q.int_col(1);
       if (!detail::may_take_lease(x, holder, expires))
         return detail::lease_held_error(x, holder, expires);
-      return {};
+      return internal_error("journal " + path_ + ": lease " + x.name + " was not written");
     };
-    if (auto err = query(sql::lease_get, "reading lease " + x.name, rows::first, take, x.name))
-      return err;
-    return run(sql::lease_put, "writing lease " + x.name, x.name, x.owner, x.now + x.ttl_ms);
+    return query(sql::lease_get, "reading lease " + x.name, rows::first, take, x.name);
   }
 
   error apply(const op::release_lease& x) {
@@ -771,9 +815,10 @@ private:
   }
 
   std::string path_;
-  std::mutex mtx_;
-  sqlite3* db_;
-  std::array<sqlite3_stmt*, static_cast<size_t>(sql::count_)> stmts_{};
+  std::mutex mtx_;  // the writer connection
+  std::mutex rmtx_; // the reader connection
+  connection w_;
+  connection r_;
 };
 
 } // namespace
@@ -795,6 +840,8 @@ open_sqlite_journal_with(const std::string& path, const sqlite_options& opts,
     return sqlite_journal::sqlite_error(
         path, rc, std::string{"opening: "} + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
   if (auto err = j->init(opts, migrations))
+    return err;
+  if (auto err = j->open_reader(opts))
     return err;
   return std::shared_ptr<journal>{std::move(j)};
 }
