@@ -242,7 +242,7 @@ private:
     }
     rec_.state = saga_state::running;
     rec_.step = static_cast<int32_t>(i);
-    attempt_ = 1;
+    start_attempts();
     // A step in flight at a crash may have happened.
     maybe_applied_ = after_crash_;
     auto b = batch();
@@ -337,17 +337,43 @@ private:
     }
     ctx_.reset();
     auto unknown = unknown_outcome_;
-    if (!cancel_error_ && attempt_ < s.options.retry.max_attempts
-        && s.options.retry.retryable_error(err)) {
-      schedule_retry(err, s.options.retry, "step_failed", s.name);
-      return;
+    if (!cancel_error_) {
+      auto d = decide_retry(s.options.retry, err);
+      if (d) {
+        schedule_retry(err, d.delay, "step_failed", s.name);
+        return;
+      }
+      if (d.verdict == retry_verdict::time_spent)
+        err = out_of_time(s.options.retry, std::move(err));
     }
     forward_failed(cancel_error_ ? cancel_error_ : err, unknown);
   }
 
-  void schedule_retry(const error& err, const retry_policy& rp, std::string type,
+  /// A new step or compensator: its first attempt starts now.
+  void start_attempts() {
+    attempt_ = 1;
+    first_attempt_at_ = clock_type::now();
+    retry_delay_ = std::chrono::nanoseconds{0};
+  }
+
+  /// The retry policy's answer to the failure of the current attempt; on
+  /// `retry` remembers the delay (decorrelated jitter grows from it).
+  retry_decision decide_retry(const retry_policy& rp, const error& err) {
+    retry_state st{attempt_, retry_delay_};
+    auto d = rp.decide(err, st, clock_type::now() - first_attempt_at_, rng_);
+    if (d)
+      retry_delay_ = st.previous_delay;
+    return d;
+  }
+
+  error out_of_time(const retry_policy& rp, error err) const {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(rp.max_elapsed).count();
+    return wrap(std::move(err), "retry time budget of " + std::to_string(ms) + " ms spent after "
+                                    + std::to_string(attempt_) + " attempts");
+  }
+
+  void schedule_retry(const error& err, std::chrono::nanoseconds delay, std::string type,
                       const std::string& name) {
-    auto delay = rp.delay(attempt_ + 1, rng_);
     auto b = batch();
     event(b, std::move(type), name, attempt_,
           {{"error", to_json(err)},
@@ -434,7 +460,7 @@ private:
                                           + " ms passed before compensating step " + name));
         return;
       }
-      attempt_ = 1;
+      start_attempts();
       auto b = batch();
       put_record(b);
       event(b, "compensation_started", name, attempt_, {{"after_crash", after_crash_}});
@@ -469,11 +495,13 @@ private:
       return;
     }
     const auto& rp = comp_step_->options.compensation_retry;
-    if (attempt_ < rp.max_attempts && rp.retryable_error(err)
-        && clock_type::now() + rp.delay(attempt_ + 1, rng_) < rollback_due_) {
-      schedule_retry(err, rp, "compensation_failed", name);
+    auto d = decide_retry(rp, err);
+    if (d && clock_type::now() + d.delay < rollback_due_) {
+      schedule_retry(err, d.delay, "compensation_failed", name);
       return;
     }
+    if (d.verdict == retry_verdict::time_spent)
+      err = out_of_time(rp, std::move(err));
     compensation_gave_up(name, std::move(err));
   }
 
@@ -540,6 +568,8 @@ private:
   phase phase_ = phase::opening;
   uint64_t token_ = 0;
   uint32_t attempt_ = 1;
+  clock_type::time_point first_attempt_at_ = clock_type::now(); // of the current step
+  std::chrono::nanoseconds retry_delay_{0};                     // before the current attempt
   bool after_crash_ = false;
   bool unknown_outcome_ = false;
   bool clipped_ = false;       // the action's timeout is the rollback deadline

@@ -1,6 +1,7 @@
 // Run configuration from JSON.
 
 #include "keel/pipeline/config.hpp"
+#include "keel/pipeline/resilience.hpp"
 
 #include "detail/json_fields.hpp"
 
@@ -120,7 +121,8 @@ expected<stage_overrides> stage_from_json(const json::value& v, const std::strin
   auto o = object_at(v, path);
   if (!o)
     return o.error();
-  if (auto err = check_keys(**o, path, {"workers", "ordered", "credit", "retry", "policy"}))
+  if (auto err =
+          check_keys(**o, path, {"workers", "ordered", "credit", "retry", "policy", "resilience"}))
     return err;
   stage_overrides s;
   bool missing = false;
@@ -152,45 +154,23 @@ expected<stage_overrides> stage_from_json(const json::value& v, const std::strin
       return p.error();
     s.policy = std::move(*p);
   }
+  if (auto it = (*o)->find("resilience"); it != (*o)->end()) {
+    auto r = stage_resilience_from_json(it->value(), {}, path + ".resilience");
+    if (!r)
+      return r.error();
+    if (r->retry) {
+      if (s.retry)
+        return invalid_argument_error(path
+                                      + ".resilience.retry: the stage has a 'retry' too;"
+                                        " give one of them");
+      s.retry = *r->retry;
+    }
+    s.resilience = std::make_shared<const stage_resilience>(std::move(*r));
+  }
   return s;
 }
 
 } // namespace
-
-expected<retry_policy> retry_policy_from_json(const json::value& v, const std::string& path) {
-  auto o = object_at(v, path);
-  if (!o)
-    return o.error();
-  if (auto err = check_keys(**o, path,
-                            {"max_attempts", "initial_backoff_ms", "max_backoff_ms", "multiplier",
-                             "jitter", "retryable"}))
-    return err;
-  retry_policy r;
-  if (auto err = read_int(**o, "max_attempts", path, 1, 1000, r.max_attempts))
-    return err;
-  if (auto err = read_ms(**o, "initial_backoff_ms", path, r.initial_backoff))
-    return err;
-  if (auto err = read_ms(**o, "max_backoff_ms", path, r.max_backoff))
-    return err;
-  if (auto err = read_number(**o, "multiplier", path, 1.0, 100.0, r.multiplier))
-    return err;
-  if (auto err = read_number(**o, "jitter", path, 0.0, 1.0, r.jitter))
-    return err;
-  if (r.max_backoff < r.initial_backoff)
-    return invalid_argument_error(path + ": max_backoff_ms is below initial_backoff_ms");
-  if (auto it = (*o)->find("retryable"); it != (*o)->end()) {
-    if (!it->value().is_array())
-      return json_bad_field(path + ".retryable", "an array of code names", it->value());
-    const auto& arr = it->value().get_array();
-    for (size_t i = 0; i < arr.size(); ++i) {
-      auto c = code_named(arr[i], path + ".retryable[" + std::to_string(i) + "]");
-      if (!c)
-        return c.error();
-      r.retryable.push_back(*c);
-    }
-  }
-  return r;
-}
 
 expected<error_policy> error_policy_from_json(const json::value& v, const std::string& path) {
   auto o = object_at(v, path);

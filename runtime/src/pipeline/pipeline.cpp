@@ -165,28 +165,6 @@ error_policy error_policy::hybrid() {
   return error_policy{policy_mode::hybrid, std::move(r)};
 }
 
-bool retry_policy::retryable_error(const error& err) const {
-  if (!err || max_attempts <= 1)
-    return false;
-  // The top-level code: the classification at the last boundary decides,
-  // for the default set and for an explicit list alike.
-  auto c = err.code();
-  if (retryable.empty())
-    return retry_advice_of(c) == retry_advice::retry_call || c == code::aborted || c == code::panic;
-  return std::find(retryable.begin(), retryable.end(), c) != retryable.end();
-}
-
-std::chrono::nanoseconds retry_policy::delay(uint32_t next_attempt, std::mt19937_64& rng) const {
-  double d = static_cast<double>(initial_backoff.count())
-             * std::pow(std::max(1.0, multiplier), next_attempt >= 2 ? next_attempt - 2 : 0);
-  d = std::min(d, static_cast<double>(max_backoff.count()));
-  if (jitter > 0) {
-    std::uniform_real_distribution<double> u{0.0, 1.0};
-    d *= 1.0 - std::min(jitter, 1.0) * u(rng);
-  }
-  return std::chrono::nanoseconds{static_cast<int64_t>(std::clamp(d, 0.0, 0x1p62))};
-}
-
 // -- latency_histogram ------------------------------------------------------------
 
 namespace {

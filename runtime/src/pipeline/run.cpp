@@ -340,15 +340,21 @@ struct worker_state final : item_observer {
       record->stats.errors_by_code[std::string{keel::to_string(err.code())}]++;
     }
     const auto& rp = retry();
-    if (!cancel_reason && rp.retryable_error(err) && attempt < rp.max_attempts) {
+    const auto now = clock_type::now();
+    const auto first_failure = attempt == 1 ? now : b.first_failure;
+    retry_state st{attempt, b.retry_delay};
+    auto decision = cancel_reason ? retry_decision{} : rp.decide(err, st, now - first_failure, rng);
+    if (decision) {
       auto used = run->retries_used.fetch_add(1, std::memory_order_relaxed);
       if (run->config.budget.allows(used, run->items_seen.load(std::memory_order_relaxed))) {
         auto one = std::shared_ptr<batch_base>{b.make_empty(1)};
         one->append_from(b, i);
-        one->attempt = attempt + 1;
+        one->attempt = st.attempts;
         one->trace = b.trace;
         one->ordered = false;
-        auto due = clock_type::now() + rp.delay(attempt + 1, rng);
+        one->first_failure = first_failure;
+        one->retry_delay = st.previous_delay;
+        auto due = now + decision.delay;
         retries.emplace(due, std::move(one));
         arm_retry_timer();
         std::lock_guard<std::mutex> g{record->mtx};
@@ -359,6 +365,10 @@ struct worker_state final : item_observer {
       std::lock_guard<std::mutex> g{record->mtx};
       record->stats.retries_denied++;
       err = wrap(std::move(err), "retry budget of the run exhausted");
+    } else if (decision.verdict == retry_verdict::time_spent) {
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(rp.max_elapsed).count();
+      err = wrap(std::move(err), "retry time budget of " + std::to_string(ms) + " ms spent after "
+                                     + std::to_string(attempt) + " attempts");
     }
     auto cls = classify(err);
     std::lock_guard<std::mutex> g{record->mtx};

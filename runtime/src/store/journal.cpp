@@ -66,6 +66,12 @@ write_batch& write_batch::remove_dlq(uint64_t id) {
   return *this;
 }
 
+write_batch& write_batch::update_dlq(uint64_t id, uint32_t attempts, unix_ms last_seen,
+                                     error failure) {
+  ops_.emplace_back(op::update_dlq{id, attempts, last_seen, std::move(failure)});
+  return *this;
+}
+
 write_batch& write_batch::set_checkpoint(std::string name, std::string value) {
   ops_.emplace_back(op::set_checkpoint{std::move(name), std::move(value)});
   return *this;
@@ -139,6 +145,7 @@ struct validator {
     return x.entry.queue.empty() ? empty_field("put_dlq", "queue") : error{};
   }
   error operator()(const op::remove_dlq&) const { return {}; }
+  error operator()(const op::update_dlq&) const { return {}; }
   error operator()(const op::set_checkpoint& x) const {
     return x.name.empty() ? empty_field("set_checkpoint", "name") : error{};
   }

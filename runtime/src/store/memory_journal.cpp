@@ -175,6 +175,17 @@ private:
     return {};
   }
 
+  error apply(const op::update_dlq& x, undo_log& undo) {
+    auto i = dlq_.find(x.id);
+    if (i == dlq_.end())
+      return {};
+    remember(dlq_, x.id, undo);
+    i->second.attempts = x.attempts;
+    i->second.last_seen = x.last_seen;
+    i->second.failure = x.failure;
+    return {};
+  }
+
   error apply(const op::set_checkpoint& x, undo_log& undo) {
     remember(checkpoints_, x.name, undo);
     checkpoints_.insert_or_assign(x.name, x.value);

@@ -109,6 +109,7 @@ enum class sql : size_t {
   dlq_list,
   dlq_put,
   dlq_remove,
+  dlq_update,
   checkpoint_get,
   checkpoint_put,
   processed_get,
@@ -145,6 +146,7 @@ constexpr std::array<const char*, static_cast<size_t>(sql::count_)> sql_text = {
     "INSERT INTO dlq (queue, key, payload, failure, attempts, first_seen, last_seen, source)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     "DELETE FROM dlq WHERE id = ?1",
+    "UPDATE dlq SET attempts = ?2, last_seen = ?3, failure = ?4 WHERE id = ?1",
     "SELECT value FROM checkpoints WHERE name = ?1",
     "INSERT OR REPLACE INTO checkpoints (name, value) VALUES (?1, ?2)",
     "SELECT 1 FROM processed WHERE consumer = ?1 AND id = ?2",
@@ -778,6 +780,10 @@ private:
                clamp_to_int64(x.id));
   }
 
+  error apply(const op::update_dlq& x) {
+    return run(sql::dlq_update, "updating dead-letter entry " + std::to_string(x.id),
+               clamp_to_int64(x.id), int64_t{x.attempts}, x.last_seen, to_json_string(x.failure));
+  }
 
   error apply(const op::set_checkpoint& x) {
     return run(sql::checkpoint_put, "setting checkpoint " + x.name, x.name, x.value);

@@ -15,8 +15,14 @@
 ///                 "multiplier": 2, "jitter": 0.2, "retryable": ["unavailable"]},
 ///       "budget": {"ratio": 0.2, "min_retries": 100},
 ///       "stages": {"parse": {"workers": 4, "ordered": true, "credit": 2,
-///                            "retry": {...}, "policy": {...}}}
+///                            "retry": {...}, "policy": {...},
+///                            "resilience": {"breaker": {...}, "bulkhead": {...},
+///                                           "rate_limit": {...}}}}
 ///     }
+///
+/// A stage's `resilience` (keel/pipeline/resilience.hpp) is read into
+/// `stage_overrides::resilience`; the stage's code makes its guards with
+/// `make_stage_guards(cfg, name)`.
 ///
 /// Every field is optional; absent fields keep the value of `base`. Unknown
 /// fields, wrong types and out-of-range values fail with `invalid_argument`
@@ -25,6 +31,7 @@
 
 #include "keel/error/expected.hpp"
 #include "keel/pipeline/run.hpp"
+#include "keel/resilience/retry.hpp"
 
 #include <boost/json/value.hpp>
 
@@ -38,9 +45,8 @@ expected<run_config> run_config_from_json(const boost::json::value& v, run_confi
 /// Parses JSON text and reads it; syntax errors name their position.
 expected<run_config> run_config_from_json_string(std::string_view text, run_config base = {});
 
-/// Reads a retry policy (the "retry" object above).
-expected<retry_policy> retry_policy_from_json(const boost::json::value& v,
-                                              const std::string& path = "retry_policy");
+// The "retry" objects are read by `retry_policy_from_json`
+// (keel/resilience/retry.hpp), which also takes "backoff" and "max_elapsed_ms".
 
 /// Reads an error policy (the "policy" object above): `mode` is fail_fast,
 /// collect_all or hybrid (default hybrid); each rule matches a canonical

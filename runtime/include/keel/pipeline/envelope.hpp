@@ -14,6 +14,7 @@
 
 #include <any>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -138,6 +139,11 @@ public:
   size_t cursor = 0;
   /// Outputs made so far from this batch at the current stage.
   std::unique_ptr<batch_base> partial;
+  /// A retried item: when it first failed at the current stage (its retry
+  /// policy's `max_elapsed` counts from there) and the delay before this
+  /// attempt (decorrelated jitter grows from it).
+  std::chrono::steady_clock::time_point first_failure{};
+  std::chrono::nanoseconds retry_delay{0};
 };
 
 /// A batch of items of type `T`.

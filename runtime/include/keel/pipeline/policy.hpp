@@ -18,9 +18,13 @@
 ///                       .on(code::already_exists, error_class::skip)
 ///                       .on_category("etl.schema", error_class::critical);
 ///     auto retry = retry_policy{}.with_max_attempts(5);
+///
+/// `retry_policy` lives in keel/resilience/retry.hpp (shared with sagas);
+/// see docs/resilience.md#retry-policies.
 
 #include "keel/error/error.hpp"
 #include "keel/error/rules.hpp"
+#include "keel/resilience/retry.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -128,54 +132,6 @@ private:
   policy_mode mode_;
   error_rules<error_class> rules_;    // added with on*: tried first
   error_rules<error_class> defaults_; // the mode's rules and fallback
-};
-
-/// Per-item retries with exponential backoff and jitter.
-struct retry_policy {
-  /// Attempts per item per stage, the first included (1 = no retry).
-  uint32_t max_attempts = 3;
-  /// Delay before the second attempt.
-  std::chrono::nanoseconds initial_backoff = std::chrono::milliseconds(1);
-  /// Upper bound of any delay.
-  std::chrono::nanoseconds max_backoff = std::chrono::milliseconds(200);
-  /// Growth per attempt.
-  double multiplier = 2.0;
-  /// Share of the delay that is random: delay * (1 - jitter * u), u in [0, 1).
-  double jitter = 0.2;
-  /// Codes worth retrying. Empty means the default set: the codes whose
-  /// advice is to retry (`unavailable`, `resource_exhausted`,
-  /// `deadline_exceeded`), `aborted`, and `panic` (the stage is restarted
-  /// before the retry).
-  std::vector<code> retryable;
-
-  /// No retries.
-  static retry_policy none() {
-    retry_policy r;
-    r.max_attempts = 1;
-    return r;
-  }
-
-  retry_policy& with_max_attempts(uint32_t n) {
-    max_attempts = n;
-    return *this;
-  }
-
-  retry_policy& with_backoff(std::chrono::nanoseconds initial, std::chrono::nanoseconds max) {
-    initial_backoff = initial;
-    max_backoff = max;
-    return *this;
-  }
-
-  retry_policy& with_retryable(std::vector<code> codes) {
-    retryable = std::move(codes);
-    return *this;
-  }
-
-  /// Whether `err` has a retryable code.
-  bool retryable_error(const error& err) const;
-
-  /// The delay before attempt `next_attempt` (2 for the first retry).
-  std::chrono::nanoseconds delay(uint32_t next_attempt, std::mt19937_64& rng) const;
 };
 
 /// Caps the retries of a run, so that a failing dependency cannot multiply

@@ -46,6 +46,8 @@ struct run_progress {
   std::chrono::nanoseconds elapsed{0};
 };
 
+struct stage_resilience;
+
 /// Options that replace a stage's own (set in code) when present; from
 /// configuration files (see config.hpp), so operators can tune a pipeline
 /// without rebuilding it.
@@ -55,6 +57,10 @@ struct stage_overrides {
   std::optional<uint32_t> credit;
   std::optional<retry_policy> retry;
   std::optional<error_policy> policy;
+  /// The stage's breaker, bulkhead and rate limiter (keel/pipeline/resilience.hpp):
+  /// applied by the code that builds the stage, which reads them with
+  /// `make_stage_guards(cfg, name)`; its retry policy is in `retry`.
+  std::shared_ptr<const stage_resilience> resilience;
 };
 
 /// Configuration of a run. Every field has a default.

@@ -176,6 +176,17 @@ struct remove_dlq {
   uint64_t id = 0;
 };
 
+/// Records another failed attempt of dead-letter entry `id` in place: sets
+/// its attempts, last_seen and failure. The id, and so the entry's place in
+/// the order of its key, is kept (a remove and a put would move it behind
+/// the newer entries of its key). A missing id is not an error.
+struct update_dlq {
+  uint64_t id = 0;
+  uint32_t attempts = 0;
+  unix_ms last_seen = 0;
+  error failure;
+};
+
 /// Sets a checkpoint / cursor.
 struct set_checkpoint {
   std::string name;
@@ -208,9 +219,9 @@ struct release_lease {
 } // namespace op
 
 /// One write operation.
-using write_op = std::variant<op::put_saga, op::append_event, op::put_dlq, op::remove_dlq,
-                              op::set_checkpoint, op::mark_processed, op::acquire_lease,
-                              op::release_lease>;
+using write_op =
+    std::variant<op::put_saga, op::append_event, op::put_dlq, op::remove_dlq, op::set_checkpoint,
+                 op::mark_processed, op::acquire_lease, op::release_lease, op::update_dlq>;
 
 /// Operations committed together, atomically.
 class write_batch {
@@ -221,6 +232,7 @@ public:
   write_batch& append_event(event_record e);
   write_batch& put_dlq(dlq_entry e);
   write_batch& remove_dlq(uint64_t id);
+  write_batch& update_dlq(uint64_t id, uint32_t attempts, unix_ms last_seen, error failure);
   write_batch& set_checkpoint(std::string name, std::string value);
   write_batch& mark_processed(std::string consumer, std::string id);
   write_batch& acquire_lease(std::string name, std::string owner, unix_ms now, int64_t ttl_ms);
