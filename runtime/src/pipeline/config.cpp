@@ -7,107 +7,20 @@
 
 #include <boost/json.hpp>
 
-#include <cstdio>
-#include <initializer_list>
-
 namespace keel {
 
 namespace json = boost::json;
 
 namespace {
 
+using detail::check_keys;
+using detail::code_named;
 using detail::json_bad_field;
-
-/// Fails on a key not in `known`, naming it and the accepted ones.
-error check_keys(const json::object& o, const std::string& path,
-                 std::initializer_list<std::string_view> known) {
-  for (const auto& kv : o) {
-    bool ok = false;
-    for (auto k : known)
-      ok = ok || kv.key() == k;
-    if (!ok) {
-      std::string list;
-      for (auto k : known)
-        list += (list.empty() ? "" : ", ") + std::string{k};
-      return invalid_argument_error(path + ": unknown field '" + std::string{kv.key()}
-                                    + "' (known: " + list + ")");
-    }
-  }
-  return {};
-}
-
-expected<const json::object*> object_at(const json::value& v, const std::string& path) {
-  if (!v.is_object())
-    return json_bad_field(path, "an object", v);
-  return &v.get_object();
-}
-
-/// Reads an integer field into `out` when present.
-template <class T>
-error read_int(const json::object& o, std::string_view key, const std::string& path, int64_t lo,
-               int64_t hi, T& out) {
-  bool missing = false;
-  auto x = detail::json_int_field(o, key, path, lo, hi, missing);
-  if (!x)
-    return x.error();
-  if (!missing)
-    out = static_cast<T>(*x);
-  return {};
-}
-
-std::string number_text(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.10g", x);
-  return buf;
-}
-
-/// Reads a number field in [lo, hi] into `out` when present.
-error read_number(const json::object& o, std::string_view key, const std::string& path, double lo,
-                  double hi, double& out) {
-  auto it = o.find(key);
-  if (it == o.end())
-    return {};
-  const auto& v = it->value();
-  auto where = path + "." + std::string{key};
-  auto range = "a number in " + number_text(lo) + ".." + number_text(hi);
-  if (!v.is_number())
-    return json_bad_field(where, range, v);
-  double x = v.to_number<double>();
-  if (!(x >= lo && x <= hi))
-    return invalid_argument_error(where + ": expected " + range + ", got " + number_text(x));
-  out = x;
-  return {};
-}
-
-error read_bool(const json::object& o, std::string_view key, const std::string& path, bool& out) {
-  auto it = o.find(key);
-  if (it == o.end())
-    return {};
-  if (!it->value().is_bool())
-    return json_bad_field(path + "." + std::string{key}, "a boolean", it->value());
-  out = it->value().get_bool();
-  return {};
-}
-
-/// Reads a duration given in (possibly fractional) milliseconds.
-error read_ms(const json::object& o, std::string_view key, const std::string& path,
-              std::chrono::nanoseconds& out, double max_ms = 86'400'000.0) {
-  double ms = -1;
-  if (auto err = read_number(o, key, path, 0.0, max_ms, ms))
-    return err;
-  if (ms >= 0)
-    out = std::chrono::nanoseconds{static_cast<int64_t>(ms * 1e6)};
-  return {};
-}
-
-expected<code> code_named(const json::value& v, const std::string& path) {
-  if (!v.is_string())
-    return json_bad_field(path, "a code name (e.g. \"unavailable\")", v);
-  auto c = code_from_string(v.get_string());
-  if (!c)
-    return invalid_argument_error(path + ": unknown code \"" + std::string{v.get_string()} + "\"");
-  return *c;
-}
+using detail::object_at;
+using detail::read_bool;
+using detail::read_int;
+using detail::read_ms;
+using detail::read_number;
 
 expected<error_class> class_named(std::string_view name, const std::string& path) {
   for (auto x : {error_class::item, error_class::critical, error_class::poison, error_class::skip})

@@ -32,15 +32,13 @@ expected<std::shared_ptr<T>> make_guard(const std::string& what, Args&&... args)
 
 expected<stage_resilience> stage_resilience_from_json(const json::value& v, stage_resilience base,
                                                       const std::string& path) {
-  if (!v.is_object())
-    return detail::json_bad_field(path, "an object", v);
-  const auto& o = v.get_object();
-  for (const auto& kv : o)
-    if (kv.key() != "breaker" && kv.key() != "bulkhead" && kv.key() != "bulkhead_per_key"
-        && kv.key() != "rate_limit" && kv.key() != "retry")
-      return invalid_argument_error(path + ": unknown field '" + std::string{kv.key()}
-                                    + "' (known: breaker, bulkhead, bulkhead_per_key, "
-                                      "rate_limit, retry)");
+  auto obj = detail::object_at(v, path);
+  if (!obj)
+    return obj.error();
+  const auto& o = **obj;
+  if (auto err = detail::check_keys(
+          o, path, {"breaker", "bulkhead", "bulkhead_per_key", "rate_limit", "retry"}))
+    return err;
   if (auto it = o.find("breaker"); it != o.end()) {
     auto b = breaker_config_from_json(it->value(), base.breaker.value_or(breaker_config{}),
                                       path + ".breaker");
@@ -54,11 +52,8 @@ expected<stage_resilience> stage_resilience_from_json(const json::value& v, stag
       return b.error();
     base.bulkhead = std::move(*b);
   }
-  if (auto it = o.find("bulkhead_per_key"); it != o.end()) {
-    if (!it->value().is_bool())
-      return detail::json_bad_field(path + ".bulkhead_per_key", "a boolean", it->value());
-    base.bulkhead_per_key = it->value().get_bool();
-  }
+  if (auto err = detail::read_bool(o, "bulkhead_per_key", path, base.bulkhead_per_key))
+    return err;
   if (auto it = o.find("rate_limit"); it != o.end()) {
     auto r = rate_limiter_config_from_json(it->value(), path + ".rate_limit");
     if (!r)

@@ -35,11 +35,7 @@ uint64_t epoch_of(uint64_t w) noexcept {
   return w >> 8;
 }
 
-std::string number_text(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.10g", x);
-  return buf;
-}
+using detail::number_text;
 
 std::string duration_text(nanoseconds d) {
   char buf[48];
@@ -178,17 +174,6 @@ namespace {
 
 namespace json = boost::json;
 
-error read_uint32(const json::object& o, std::string_view key, const std::string& path,
-                  uint32_t& out) {
-  bool missing = false;
-  auto x = detail::json_int_field(o, key, path, 0, std::numeric_limits<uint32_t>::max(), missing);
-  if (!x)
-    return x.error();
-  if (!missing)
-    out = static_cast<uint32_t>(*x);
-  return {};
-}
-
 error read_rate(const json::object& o, std::string_view key, const std::string& path, double& out) {
   auto it = o.find(key);
   if (it == o.end())
@@ -224,30 +209,16 @@ error read_ms(const json::object& o, std::string_view key, const std::string& pa
 
 expected<breaker_config> breaker_config_from_json(const boost::json::value& v, breaker_config base,
                                                   const std::string& path) {
-  if (!v.is_object())
-    return detail::json_bad_field(path, "an object", v);
-  const auto& o = v.get_object();
-  static constexpr std::string_view known[] = {"name",
-                                               "window_type",
-                                               "window_size",
-                                               "failure_rate_threshold",
-                                               "slow_call_duration_ms",
-                                               "slow_call_rate_threshold",
-                                               "minimum_calls",
-                                               "consecutive_failures",
-                                               "open_duration_ms",
-                                               "permitted_calls_in_half_open",
-                                               "max_wait_in_half_open_ms",
-                                               "failure_codes"};
-  for (const auto& kv : o) {
-    if (std::find(std::begin(known), std::end(known), kv.key()) == std::end(known)) {
-      std::string list;
-      for (auto k : known)
-        list += (list.empty() ? "" : ", ") + std::string{k};
-      return invalid_argument_error(path + ": unknown field '" + std::string{kv.key()}
-                                    + "' (known: " + list + ")");
-    }
-  }
+  auto obj = detail::object_at(v, path);
+  if (!obj)
+    return obj.error();
+  const auto& o = **obj;
+  if (auto err = detail::check_keys(
+          o, path,
+          {"name", "window_type", "window_size", "failure_rate_threshold", "slow_call_duration_ms",
+           "slow_call_rate_threshold", "minimum_calls", "consecutive_failures", "open_duration_ms",
+           "permitted_calls_in_half_open", "max_wait_in_half_open_ms", "failure_codes"}))
+    return err;
   auto cfg = std::move(base);
   auto name = detail::json_string_field(o, "name", path, false);
   if (!name)
@@ -272,7 +243,7 @@ expected<breaker_config> breaker_config_from_json(const boost::json::value& v, b
        {std::pair{"window_size", &cfg.window_size}, std::pair{"minimum_calls", &cfg.minimum_calls},
         std::pair{"consecutive_failures", &cfg.consecutive_failures},
         std::pair{"permitted_calls_in_half_open", &cfg.permitted_calls_in_half_open}})
-    if (auto err = read_uint32(o, key, path, *out))
+    if (auto err = detail::read_int(o, key, path, 0, std::numeric_limits<uint32_t>::max(), *out))
       return err;
   if (auto err = read_rate(o, "failure_rate_threshold", path, cfg.failure_rate_threshold))
     return err;

@@ -5,7 +5,7 @@
 
 #include "keel/resilience/bulkhead.hpp"
 
-#include "resilience/json_read.hpp"
+#include "detail/json_fields.hpp"
 
 #include <algorithm>
 #include <deque>
@@ -331,7 +331,11 @@ size_t keyed_bulkhead::trim() {
 
 expected<bulkhead_config> bulkhead_config_from_json(const boost::json::value& v,
                                                     const std::string& path) {
-  using namespace detail::json_read;
+  using detail::check_keys;
+  using detail::object_at;
+  using detail::read_int;
+  using detail::read_ms;
+  using detail::read_string;
   auto o = object_at(v, path);
   if (!o)
     return o.error();
@@ -350,7 +354,7 @@ expected<bulkhead_config> bulkhead_config_from_json(const boost::json::value& v,
 }
 
 expected<bulkhead_config> bulkhead_config_from_json_string(std::string_view text) {
-  auto v = detail::json_read::parse_text(text, "bulkhead");
+  auto v = detail::parse_text(text, "bulkhead");
   if (!v)
     return v.error();
   return bulkhead_config_from_json(*v);

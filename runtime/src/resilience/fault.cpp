@@ -3,7 +3,7 @@
 
 #include "keel/resilience/fault.hpp"
 
-#include "resilience/json_read.hpp"
+#include "detail/json_fields.hpp"
 
 #include <algorithm>
 
@@ -133,9 +133,17 @@ uint64_t fault_injector::calls() const {
 
 namespace {
 
-using namespace detail::json_read;
+using detail::check_keys;
+using detail::code_named;
+using detail::object_at;
+using detail::parse_text;
+using detail::read_bool;
+using detail::read_int;
+using detail::read_ms;
+using detail::read_number;
+using detail::read_string;
 
-expected<fault_rule> rule_from_json(const json::value& v, const std::string& path) {
+expected<fault_rule> rule_from_json(const boost::json::value& v, const std::string& path) {
   auto o = object_at(v, path);
   if (!o)
     return o.error();

@@ -4,7 +4,7 @@
 
 #include "keel/resilience/rate_limiter.hpp"
 
-#include "resilience/json_read.hpp"
+#include "detail/json_fields.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -138,7 +138,11 @@ size_t rate_limiter::trim() {
 
 expected<rate_limiter_config> rate_limiter_config_from_json(const boost::json::value& v,
                                                             const std::string& path) {
-  using namespace detail::json_read;
+  using detail::check_keys;
+  using detail::object_at;
+  using detail::read_int;
+  using detail::read_number;
+  using detail::read_string;
   auto o = object_at(v, path);
   if (!o)
     return o.error();
@@ -157,7 +161,7 @@ expected<rate_limiter_config> rate_limiter_config_from_json(const boost::json::v
 }
 
 expected<rate_limiter_config> rate_limiter_config_from_json_string(std::string_view text) {
-  auto v = detail::json_read::parse_text(text, "rate_limiter");
+  auto v = detail::parse_text(text, "rate_limiter");
   if (!v)
     return v.error();
   return rate_limiter_config_from_json(*v);

@@ -2,7 +2,7 @@
 
 #include "keel/resilience/retry.hpp"
 
-#include "resilience/json_read.hpp"
+#include "detail/json_fields.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,12 @@ namespace keel {
 
 namespace {
 
-using namespace detail::json_read;
+using detail::check_keys;
+using detail::code_named;
+using detail::object_at;
+using detail::read_int;
+using detail::read_ms;
+using detail::read_number;
 
 // Delays are computed in double nanoseconds and clamped before converting:
 // a cap of nanoseconds::max() means "no cap" and must not overflow int64.
