@@ -150,20 +150,15 @@ private:
   /// the runner: the saga stays unfinished in the journal for the next start.
   template <class F>
   void persist(store::write_batch b, F next) {
-    ++writes_in_flight_;
     request(env_->writer, caf::infinite, store::commit_atom::value, std::move(b))
         .then(
             [this, next](const error& err) mutable {
-              --writes_in_flight_;
               if (err)
                 journal_failed(err);
               else if (phase_ != phase::finished)
                 next();
             },
-            [this](caf::error& err) {
-              --writes_in_flight_;
-              journal_failed(from_caf_error(err));
-            });
+            [this](caf::error& err) { journal_failed(from_caf_error(err)); });
   }
 
   void journal_failed(const error& err) {
@@ -215,7 +210,6 @@ private:
     if (rec_.state == saga_state::compensating) {
       phase_ = phase::compensating;
       after_crash_ = true;
-      forward_error_ = rec_.failure;
       rollback_due_ = clock_type::now() + def_->rollback_deadline();
       compensate_next();
       return;
@@ -406,8 +400,7 @@ private:
     // Any attempt whose outcome was unknown may have left an effect.
     unknown = unknown || maybe_applied_;
     const auto& s = current();
-    forward_error_ = wrap(err, "step " + s.name);
-    rec_.failure = forward_error_;
+    rec_.failure = wrap(err, "step " + s.name);
     auto b = batch();
     event(b, "step_failed", s.name, attempt_,
           {{"error", to_json(err)}, {"final", true}, {"outcome_unknown", unknown}});
@@ -574,11 +567,9 @@ private:
   bool unknown_outcome_ = false;
   bool clipped_ = false;       // the action's timeout is the rollback deadline
   bool maybe_applied_ = false; // an attempt of the current step timed out or was abandoned
-  size_t writes_in_flight_ = 0;
   std::shared_ptr<step_context> ctx_;
   const saga::step* comp_step_ = nullptr;
   error cancel_error_;
-  error forward_error_;
   std::vector<std::string> failed_comp_names_;
   clock_type::time_point rollback_due_;
 };
