@@ -15,6 +15,8 @@
 
 #include "keel/testing/matchers.hpp"
 
+#include "fake_clock.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -24,17 +26,7 @@ using keel::testing::FailedWith;
 using keel::testing::IsOk;
 using ::testing::HasSubstr;
 
-/// A clock tests move by hand.
-struct fake_clock {
-  std::shared_ptr<std::chrono::steady_clock::time_point> t =
-      std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::hours{1});
-
-  keel::breaker_clock fn() const {
-    return [t = t] { return *t; };
-  }
-
-  void advance(std::chrono::nanoseconds d) const { *t += d; }
-};
+using keel_test::fake_clock;
 
 class Breaker : public ::testing::Test {
 protected:

@@ -15,6 +15,8 @@
 
 #include "keel/testing/matchers.hpp"
 
+#include "fake_clock.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -25,18 +27,7 @@ using keel::testing::FailedWith;
 using keel::testing::IsOk;
 using ::testing::HasSubstr;
 
-struct fake_clock {
-  std::shared_ptr<std::chrono::steady_clock::time_point> t =
-      std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::hours{1});
-
-  keel::bulkhead::clock_fn fn() const {
-    return [t = t] { return *t; };
-  }
-
-  void advance(std::chrono::nanoseconds d) const { *t += d; }
-
-  std::chrono::steady_clock::time_point now() const { return *t; }
-};
+using keel_test::fake_clock;
 
 keel::bulkhead_config cfg(uint32_t concurrent, uint32_t queued,
                           std::chrono::nanoseconds wait = 0ns) {

@@ -12,6 +12,8 @@
 
 #include "keel/testing/matchers.hpp"
 
+#include "fake_clock.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -21,16 +23,7 @@ using keel::testing::FailedWith;
 using keel::testing::IsOk;
 using ::testing::HasSubstr;
 
-struct fake_clock {
-  std::shared_ptr<std::chrono::steady_clock::time_point> t =
-      std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::hours{1});
-
-  keel::rate_limiter::clock_fn fn() const {
-    return [t = t] { return *t; };
-  }
-
-  void advance(std::chrono::nanoseconds d) const { *t += d; }
-};
+using keel_test::fake_clock;
 
 keel::rate_limiter_config cfg(double rate, double burst, size_t max_keys = 100'000) {
   keel::rate_limiter_config c;

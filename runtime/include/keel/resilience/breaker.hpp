@@ -74,6 +74,7 @@
 #include "keel/error/error.hpp"
 #include "keel/error/expected.hpp"
 #include "keel/error/panic.hpp"
+#include "keel/resilience/clock.hpp"
 #include "keel/resilience/codes.hpp"
 
 namespace keel {
@@ -160,7 +161,7 @@ bool default_is_failure(const error& err) noexcept;
 failure_predicate failure_codes(std::vector<code> codes);
 
 /// The clock a breaker reads; injectable so that tests need not sleep.
-using breaker_clock = std::function<std::chrono::steady_clock::time_point()>;
+using breaker_clock = resilience_clock;
 
 /// A state change, as reported to listeners and breaker actor subscribers.
 struct state_change {

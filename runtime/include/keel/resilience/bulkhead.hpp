@@ -54,6 +54,7 @@
 
 #include "keel/error/error.hpp"
 #include "keel/error/expected.hpp"
+#include "keel/resilience/clock.hpp"
 #include "keel/resilience/codes.hpp"
 
 namespace keel {
@@ -167,7 +168,7 @@ std::string_view to_string(admission a) noexcept;
 class bulkhead {
 public:
   using clock_type = std::chrono::steady_clock;
-  using clock_fn = std::function<clock_type::time_point()>;
+  using clock_fn = resilience_clock;
 
   // -- constructors -----------------------------------------------------------
 

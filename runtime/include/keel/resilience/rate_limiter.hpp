@@ -37,6 +37,7 @@
 
 #include "keel/error/error.hpp"
 #include "keel/error/expected.hpp"
+#include "keel/resilience/clock.hpp"
 #include "keel/resilience/codes.hpp"
 
 namespace keel {
@@ -79,7 +80,7 @@ struct rate_limiter_stats {
 class rate_limiter {
 public:
   using clock_type = std::chrono::steady_clock;
-  using clock_fn = std::function<clock_type::time_point()>;
+  using clock_fn = resilience_clock;
 
   // -- constructors -----------------------------------------------------------
 
