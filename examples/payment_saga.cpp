@@ -127,6 +127,29 @@ std::vector<payment::order> make_orders(const std::string& prefix, int n) {
 }
 
 /// Per-state counts, each failed saga with its error chain.
+/// Begins a saga per order, then waits for each (orchestrated or
+/// choreographed: both coordinators answer begin and wait); a failed begin or
+/// wait is a failed check.
+template <class Coordinator>
+std::vector<keel::saga::outcome> run_orders(Coordinator& coord, const std::string& kind,
+                                            const std::vector<payment::order>& orders) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (const auto& o : orders)
+    if (auto r = coord.begin(kind, o.id, payment::to_data(o)); !r)
+      check(false, "begin " + o.id + ": " + keel::to_string(r.error()));
+  std::vector<keel::saga::outcome> outs;
+  for (const auto& o : orders) {
+    auto out = coord.wait(o.id, std::chrono::seconds(60));
+    if (!out) {
+      check(false, "wait " + o.id + ": " + keel::to_string(out.error()));
+      continue;
+    }
+    outs.push_back(std::move(*out));
+  }
+  took(t0, "running the " + std::to_string(orders.size()) + " sagas");
+  return outs;
+}
+
 void summarize(const std::vector<keel::saga::outcome>& outs) {
   std::map<keel::saga_state, int> counts;
   for (const auto& o : outs)
@@ -233,22 +256,9 @@ void run_orchestrated(caf::actor_system& sys, std::shared_ptr<keel::store::journ
     check(false, "coordinator started: " + keel::to_string(coord.error()));
     return;
   }
-  auto t0 = std::chrono::steady_clock::now();
   auto orders = make_orders("order-", 20);
   orders[16].amount = 0; // order-17 is invalid
-  for (const auto& o : orders)
-    if (auto r = coord->begin(payment::kind, o.id, payment::to_data(o)); !r)
-      check(false, "begin " + o.id + ": " + keel::to_string(r.error()));
-  std::vector<keel::saga::outcome> outs;
-  for (const auto& o : orders) {
-    auto out = coord->wait(o.id, 60s);
-    if (!out) {
-      check(false, "wait " + o.id + ": " + keel::to_string(out.error()));
-      continue;
-    }
-    outs.push_back(std::move(*out));
-  }
-  took(t0, "running the 20 sagas");
+  auto outs = run_orders(*coord, payment::kind, orders);
   summarize(outs);
   auto counts = count_states(outs);
   check(counts[keel::saga_state::completed] == 14,
@@ -448,21 +458,7 @@ void run_choreographed(caf::actor_system& sys, std::shared_ptr<keel::store::jour
     check(false, "choreography coordinator started: " + keel::to_string(coord.error()));
     return;
   }
-  auto t0 = std::chrono::steady_clock::now();
-  auto orders = make_orders("c-order-", 8);
-  for (const auto& o : orders)
-    if (auto r = coord->begin(def.kind(), o.id, payment::to_data(o)); !r)
-      check(false, "begin " + o.id + ": " + keel::to_string(r.error()));
-  std::vector<keel::saga::outcome> outs;
-  for (const auto& o : orders) {
-    auto out = coord->wait(o.id, 60s);
-    if (!out) {
-      check(false, "wait " + o.id + ": " + keel::to_string(out.error()));
-      continue;
-    }
-    outs.push_back(std::move(*out));
-  }
-  took(t0, "running the 8 sagas");
+  auto outs = run_orders(*coord, def.kind(), make_orders("c-order-", 8));
   summarize(outs);
   auto counts = count_states(outs);
   check(counts[keel::saga_state::completed] == 6, "6 orders completed");
