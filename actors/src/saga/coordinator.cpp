@@ -81,11 +81,13 @@ caf::error to_caf(error e) {
 /// Runs one saga from `rec` (fresh, or as the journal had it).
 class runner : public caf::event_based_actor {
 public:
+  /// `begun` (fresh sagas) is answered once the saga is recorded.
   runner(caf::actor_config& cfg, std::shared_ptr<const env> e, caf::actor parent,
-         store::saga_record rec, bool fresh)
+         store::saga_record rec, bool fresh, caf::response_promise begun)
       : caf::event_based_actor(cfg), env_(std::move(e)), parent_(std::move(parent)),
         def_(&env_->defs.find(rec.kind)->second), rec_(std::move(rec)), fresh_(fresh),
-        lease_(store::saga_lease(rec_.id)), stream_(store::saga_stream(rec_.id)),
+        begun_(std::move(begun)), lease_(store::saga_lease(rec_.id)),
+        stream_(store::saga_stream(rec_.id)),
         rng_(env_->cfg.seed ^ std::hash<std::string>{}(rec_.id)) {
     if (auto d = saga::data::parse(rec_.data))
       data_ = std::move(*d);
@@ -121,6 +123,8 @@ public:
   void on_exit() override {
     // Breaks the runner -> context -> completion cycle.
     ctx_.reset();
+    answer_begin(aborted_error("saga " + rec_.id
+                               + ": the coordinator stopped before the saga was recorded"));
   }
 
 private:
@@ -165,7 +169,13 @@ private:
     if (phase_ == phase::finished)
       return;
     if (phase_ == phase::opening && err.code() == code::failed_precondition) {
-      // The lease is held by another owner: try again later.
+      if (fresh_) {
+        // Another owner runs a saga with this id: refuse it.
+        report_abort(err);
+        quit();
+        return;
+      }
+      // A resumed saga: try again until its lease is released or expires.
       delayed_send(this, env_->cfg.lease_retry, ks_lease_atom::value);
       return;
     }
@@ -206,6 +216,7 @@ private:
   }
 
   void opened() {
+    answer_begin(error{}); // recorded: `begin` returns now
     delayed_send(this, env_->cfg.lease_ttl / 3, ks_renew_atom::value);
     if (rec_.state == saga_state::compensating) {
       phase_ = phase::compensating;
@@ -223,15 +234,23 @@ private:
 
   // -- forward ----------------------------------------------------------------------
 
-  void run_step(size_t i) {
+  /// Starts step `i`. `done` holds the previous step's completion, if any:
+  /// "after step i-1" and "before step i" are then one write (one commit per
+  /// step boundary instead of two; the record is written here).
+  void run_step(size_t i, store::write_batch done = {}) {
     if (i >= def_->steps().size()) {
       // Every step completed: a cancel that came after the last one is late.
-      finish(saga_state::completed, "completed");
+      finish(saga_state::completed, "completed", std::move(done));
       return;
     }
     if (cancel_error_) {
       rec_.step = static_cast<int32_t>(i);
-      forward_failed(cancel_error_, false);
+      if (done.empty()) {
+        forward_failed(cancel_error_, false);
+        return;
+      }
+      put_record(done);
+      persist(std::move(done), [this] { forward_failed(cancel_error_, false); });
       return;
     }
     rec_.state = saga_state::running;
@@ -239,7 +258,7 @@ private:
     start_attempts();
     // A step in flight at a crash may have happened.
     maybe_applied_ = after_crash_;
-    auto b = batch();
+    auto b = done.empty() ? batch() : std::move(done);
     put_record(b);
     event(b, "step_started", current().name, attempt_, {{"after_crash", after_crash_}});
     persist(std::move(b), [this] { invoke(false); });
@@ -323,10 +342,8 @@ private:
       rec_.completed.push_back(s.name);
       rec_.step += 1;
       auto b = batch();
-      put_record(b);
       event(b, "step_completed", s.name, attempt_, {{"data", data_.json()}});
-      auto next = static_cast<size_t>(rec_.step);
-      persist(std::move(b), [this, next] { run_step(next); });
+      run_step(static_cast<size_t>(rec_.step), std::move(b));
       return;
     }
     ctx_.reset();
@@ -539,7 +556,14 @@ private:
     });
   }
 
+  /// Answers the `begin` of a fresh saga (once).
+  void answer_begin(error err) {
+    if (begun_.pending())
+      begun_.deliver(std::move(err));
+  }
+
   void report_abort(const error& err) {
+    answer_begin(err);
     if (phase_ == phase::finished)
       return;
     phase_ = phase::finished;
@@ -553,6 +577,7 @@ private:
   const definition* def_;
   store::saga_record rec_;
   bool fresh_;
+  caf::response_promise begun_;
   std::string lease_;
   std::string stream_;
   std::mt19937_64 rng_;
@@ -589,10 +614,11 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self,
   self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
     return to_caf(wrap(make_panic_error(ep), "saga coordinator failed"));
   });
-  auto spawn_runner = [self, e](store::saga_record rec, bool fresh) {
+  auto spawn_runner = [self, e](store::saga_record rec, bool fresh,
+                                caf::response_promise begun = {}) {
     auto id = rec.id;
     auto r = self->spawn<runner, caf::monitored>(e, caf::actor_cast<caf::actor>(self),
-                                                 std::move(rec), fresh);
+                                                 std::move(rec), fresh, std::move(begun));
     self->state.by_addr.emplace(r.address(), id);
     self->state.runners.emplace(std::move(id), std::move(r));
   };
@@ -634,21 +660,22 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self,
   });
   return {
       [self, e, spawn_runner](ks_begin_atom, const std::string& kind, const std::string& id,
-                              const std::string& data_text) -> error {
+                              const std::string& data_text) -> caf::result<error> {
         if (self->state.stopping)
-          return unavailable_error("saga coordinator is stopping");
+          return error{unavailable_error("saga coordinator is stopping")};
         if (!e->defs.count(kind))
-          return not_found_error("no saga definition named \"" + kind + "\"");
+          return error{not_found_error("no saga definition named \"" + kind + "\"")};
         if (id.empty())
-          return invalid_argument_error("saga id is empty");
+          return error{invalid_argument_error("saga id is empty")};
         if (self->state.runners.count(id))
-          return already_exists_error("saga " + id + " is already running");
+          return error{already_exists_error("saga " + id + " is already running")};
         auto known = e->journal->saga(id);
         if (!known)
           return known.error();
         if (*known)
-          return already_exists_error("saga " + id + " already exists in " + e->journal->describe()
-                                      + " (state " + std::string{to_string((*known)->state)} + ")");
+          return error{already_exists_error("saga " + id + " already exists in "
+                                            + e->journal->describe() + " (state "
+                                            + std::string{to_string((*known)->state)} + ")")};
         if (auto d = saga::data::parse(data_text); !d)
           return d.error();
         store::saga_record rec;
@@ -656,8 +683,10 @@ caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self,
         rec.kind = kind;
         rec.mode = "orchestrated";
         rec.data = data_text;
-        spawn_runner(std::move(rec), true);
-        return {};
+        // The reply waits until the runner has recorded the saga: once
+        // `begin` returns, the saga survives a crash.
+        spawn_runner(std::move(rec), true, self->make_response_promise());
+        return caf::delegated<error>{};
       },
       [self, spawn_runner](ks_resume_atom, const record_list& recs) {
         for (const auto& r : *recs)

@@ -102,8 +102,10 @@ public:
   coordinator& operator=(coordinator&&) noexcept;
   ~coordinator();
 
-  /// Starts saga `id` of `kind` and returns at once. `already_exists` when the
-  /// journal knows `id`; `not_found` for an unknown kind.
+  /// Starts saga `id` of `kind` and returns once it is recorded in the journal
+  /// (from then on it survives a crash), before its first step ends.
+  /// `already_exists` when the journal knows `id`; `not_found` for an unknown
+  /// kind; `failed_precondition` when another owner holds the id's lease.
   expected<void> begin(const std::string& kind, const std::string& id, saga::data d = {});
 
   /// Waits until saga `id` ends (at most `timeout`, then `deadline_exceeded`).
